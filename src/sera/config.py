@@ -1,0 +1,149 @@
+"""Every option of `sera train`, declared once with its documentation (as TRL's config dataclasses do).
+
+Resolution order: dataclass defaults < YAML recipe (`--config`, or a shipped `--preset`) < command-line
+flags. The resolved config is written to `OUT/config.yaml`, so a run is reproducible from its directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sera.errors import SeraInputError
+
+
+def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    metadata = {"help": help}
+    if choices:
+        metadata["choices"] = choices
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class TrainConfig:
+    """Options of a SeRA (or plain DAA) run. Defaults follow the paper where it is explicit."""
+
+    # What to train on
+    model: str = _opt(None, "SFT model: a local directory or a hub id. It is also the fixed reference.")
+    dataset: str = _opt(None, "Preference data: a local .jsonl/.json/.parquet file or a hub dataset id with "
+                              "`prompt`, `chosen`, `rejected` (strings or chat message lists) and an optional `id`.")
+    output_dir: str = _opt(None, "Run directory; receives config.yaml, metrics.jsonl, iter_<t>/, final/, summary.json.")
+    dataset_split: str = _opt("train", "Split to read when `dataset` is a hub id.")
+    method: str = _opt("sera", "`sera`: Algorithm 1. `daa`: the plain DAA for `iterations` epochs on all pairs "
+                               "(the paper's baseline, same budget).", ("sera", "daa"))
+
+    # The DAA
+    daa: str = _opt("dpo", "Direct alignment algorithm; its loss trains and its implicit reward reviews.",
+                    ("dpo", "ipo", "slic", "simpo"))
+    beta: float = _opt(0.1, "DAA temperature beta (paper: 0.2 DPO/SLiC-HF, 1.0 IPO on TinyLlama; 0.01 on Mistral).")
+    simpo_margin: float = _opt(0.0, "SimPO's target reward margin (its gamma); SimPO only.")
+
+    # SeRA
+    iterations: int = _opt(3, "T: number of iterations, one epoch each (paper: 3). The first is the warm-up.")
+    selection_ratio: float = _opt(0.7, "K as a proportion of the pool kept by implicit reward margin (paper: 0.7).")
+    selection_count: int | None = _opt(None, "K as an absolute number of pairs; overrides `selection_ratio`.")
+    ensemble_gamma: float = _opt(0.3, "gamma: weight of the previous iterate's implicit reward in "
+                                      "r_ens = (1 - gamma) r_t + gamma r_{t-1} (paper: 0.3; 0 disables the ensemble).")
+    selection: bool = _opt(True, "Component 1, IRM-based selection (False = keep the whole pool; ablation).")
+    bootstrap: bool = _opt(True, "Component 2, preference bootstrapping from the policy's samples (ablation).")
+    selection_pool: str = _opt("pool", "What selection ranks: `pool` = offline and generated pairs jointly (paper); "
+                                       "`offline` = rank offline pairs only and keep every generated pair.",
+                               ("pool", "offline"))
+    reference: str = _opt("sft", "Reference policy: `sft` (fixed, default) or `previous` iterate.", ("sft", "previous"))
+    warmup: bool = _opt(True, "Train iteration 1 on all offline pairs before any selection (Algorithm 1). "
+                              "False starts selecting at iteration 1 (with a reference-based DAA every margin is 0 "
+                              "there, so ties are broken by id).")
+
+    # Bootstrapping samples
+    num_samples: int = _opt(4, "N: responses sampled per prompt for bootstrapping (paper: 4).")
+    temperature: float = _opt(0.7, "Sampling temperature for bootstrapping (paper: 0.7).")
+    top_p: float = _opt(0.95, "Nucleus sampling p for bootstrapping (paper: 0.95).")
+    max_new_tokens: int = _opt(128, "Longest sampled response, in tokens.")
+    max_bootstrap_prompts: int | None = _opt(None, "Bootstrap from at most this many offline prompts per iteration "
+                                                   "(default: all; a fixed-seed random subset otherwise).")
+
+    # Optimisation (handed to TRL)
+    learning_rate: float = _opt(3e-6, "Peak learning rate (paper: 3e-6 full fine-tuning, 5e-6 LoRA).")
+    batch_size: int = _opt(8, "Per-device train batch size, in pairs (paper: 8 on TinyLlama).")
+    grad_accum: int = _opt(2, "Gradient accumulation steps (paper: 2 on TinyLlama).")
+    lr_scheduler_type: str = _opt("cosine", "Learning-rate schedule (alignment-handbook: cosine).")
+    warmup_ratio: float = _opt(0.1, "Share of each iteration's steps spent warming up the learning rate.")
+    max_length: int = _opt(1024, "Longest prompt + response in tokens; longer responses are truncated, "
+                                 "pairs whose prompt alone is this long are skipped and counted.")
+    gradient_checkpointing: bool = _opt(False, "Trade compute for memory in training.")
+    logging_steps: int = _opt(10, "Log training metrics every this many optimiser steps.")
+    seed: int = _opt(42, "Seed for shuffling, sampling and subset choice.")
+
+    # Engine
+    scoring_batch_size: int = _opt(16, "Sequences per forward pass when scoring log-probs.")
+    generation_batch_size: int = _opt(32, "Sequences per `generate` call when bootstrapping.")
+    dtype: str = _opt("auto", "Model dtype: auto (bf16 on a capable GPU, fp32 on CPU), float32, bfloat16, float16.")
+    trust_remote_code: bool = _opt(False, "Allow model code from the hub to run (off unless you trust the source).")
+    skip_invalid: bool = _opt(False, "Skip malformed dataset rows (counted in summary.json) instead of stopping.")
+
+    def validate(self) -> "TrainConfig":
+        for name in ("model", "dataset", "output_dir"):
+            if not getattr(self, name):
+                raise SeraInputError(f"--{name.replace('_', '-')} is required (on the command line or in the recipe)")
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise SeraInputError(f"--{_flag(f.name)}: {getattr(self, f.name)!r} is not one of {', '.join(choices)}")
+        _check(self.iterations >= 1, "--iterations must be at least 1")
+        _check(0.0 < self.selection_ratio <= 1.0, "--selection-ratio must be in (0, 1]")
+        _check(self.selection_count is None or self.selection_count >= 1, "--selection-count must be at least 1")
+        _check(0.0 <= self.ensemble_gamma < 1.0, "--ensemble-gamma must be in [0, 1)")
+        _check(self.beta > 0, "--beta must be positive")
+        _check(self.num_samples >= 2, "--num-samples must be at least 2 (best vs worst)")
+        _check(self.temperature >= 0 and 0 < self.top_p <= 1, "--temperature must be >= 0 and --top-p in (0, 1]")
+        _check(self.max_new_tokens >= 1 and self.max_length >= 2, "--max-new-tokens and --max-length must be positive")
+        _check(self.batch_size >= 1 and self.grad_accum >= 1, "--batch-size and --grad-accum must be at least 1")
+        _check(self.learning_rate > 0, "--learning-rate must be positive")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def option_help(name: str) -> str:
+    """The documentation of an option, for the CLI's --help (declared once, above)."""
+    return TrainConfig.__dataclass_fields__[name].metadata["help"]
+
+
+def resolve_config(recipe: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
+    """Defaults < recipe < overrides (None values in `overrides` mean "not given")."""
+    values: dict[str, Any] = {}
+    if recipe is not None:
+        values.update(read_recipe(recipe))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise SeraInputError(f"{recipe}: unknown option(s) {', '.join(unknown)}")
+    return TrainConfig(**values).validate()
+
+
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise SeraInputError(f"{path}: cannot read recipe ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise SeraInputError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise SeraInputError(f"{path}: a recipe must be a mapping of option: value")
+    return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise SeraInputError(message)
