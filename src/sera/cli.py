@@ -78,6 +78,76 @@ def train(
     print_summary(summary)
 
 
+@app.command()
+def generate(
+    model: str = typer.Option(..., "--model", help="Model to sample from: a local directory or a hub id."),
+    prompts: str = typer.Option(..., "--prompts", help="Prompts: a .jsonl/.json/.txt/.csv/.parquet file or a hub "
+                                "dataset (plain list, `prompt` column, Vicuna-80, Evol-Instruct, AlpacaEval, "
+                                "or a preference test split)."),
+    output: Path = typer.Option(..., "--output", help="Where to write the responses (JSONL, or JSON with "
+                                "--format alpaca_eval)."),
+    backend: str = typer.Option("hf", help="`hf` (Hugging Face generate) or `vllm` (GPU, needs sera[vllm])."),
+    num_samples: int = typer.Option(1, help="Responses per prompt."),
+    temperature: float = typer.Option(0.7, help="Sampling temperature (0 = greedy)."),
+    top_p: float = typer.Option(0.95, help="Nucleus sampling p."),
+    max_new_tokens: int = typer.Option(512, help="Most tokens per response."),
+    batch_size: int = typer.Option(16, help="Sequences per generation batch (hf backend)."),
+    seed: int = typer.Option(0, help="Random seed for sampling."),
+    output_format: str = typer.Option("jsonl", "--format", help="`jsonl` ({id, prompt, output, generator} "
+                                      "per line) or `alpaca_eval` (AlpacaEval's model-outputs JSON)."),
+    generator: Optional[str] = typer.Option(None, help="Name written in the `generator` field "
+                                            "(default: the model directory's name)."),
+    split: Optional[str] = typer.Option(None, help="Dataset split for a hub or save_to_disk dataset "
+                                        "(default: the test split)."),
+    prompt_field: Optional[str] = typer.Option(None, help="Field holding the prompt, when it is not detected."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N prompts."),
+    dtype: str = typer.Option("auto", help=h("dtype")),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=h("trust_remote_code")),
+) -> None:
+    """Generate a model's responses to evaluation prompts (for `sera eval`)."""
+    from sera.eval.generate import generate as run_generate
+    from sera.generation import SamplingParams
+
+    params = SamplingParams(num_samples=num_samples, temperature=temperature, top_p=top_p,
+                            max_new_tokens=max_new_tokens)
+    result = run_generate(model, prompts, output, backend=backend, params=params, batch_size=batch_size, seed=seed,
+                          output_format=output_format, generator=generator, split=split,
+                          prompt_field=prompt_field, limit=limit, dtype=dtype, trust_remote_code=trust_remote_code)
+    console.print(f"wrote {result.num_responses} responses to {result.num_prompts} prompts to {result.output}"
+                  + (f" ({result.num_unfinished} hit --max-new-tokens)" if result.num_unfinished else ""),
+                  highlight=False)
+
+
+@app.command("eval")
+def eval_(
+    candidate: Path = typer.Option(..., "--candidate", help="Outputs of the model being evaluated "
+                                   "(`sera generate` JSONL or AlpacaEval JSON)."),
+    baseline: Path = typer.Option(..., "--baseline", help="Outputs of the baseline (e.g. the SFT or DPO model)."),
+    judge: str = typer.Option(..., "--judge", help="gold:<module>:<function>, rm:<reward model>, or "
+                              "llm:<model>@<base_url> (OpenAI-compatible; key from SERA_JUDGE_API_KEY or "
+                              "OPENAI_API_KEY)."),
+    output: Path = typer.Option(..., "--output", help="Where to write report.json."),
+    cache: Optional[Path] = typer.Option(None, help="llm judge: JSONL cache of verdicts "
+                                         "(default: judge_cache.jsonl next to --output)."),
+    concurrency: int = typer.Option(4, help="llm judge: requests in flight at once."),
+    timeout: float = typer.Option(60.0, help="llm judge: seconds per request."),
+    max_retries: int = typer.Option(5, help="llm judge: retries of a failed request (backoff doubles each time)."),
+    backoff_base: float = typer.Option(1.0, help="llm judge: first retry delay in seconds."),
+    batch_size: int = typer.Option(8, help="rm judge: sequences per batch."),
+    bootstrap_samples: int = typer.Option(2000, help="Bootstrap resamples for the 95% interval."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap."),
+) -> None:
+    """Win rate of a candidate against a baseline, judged pairwise; writes report.json and prints a table."""
+    from sera.eval.evaluate import evaluate, print_report
+
+    if cache is None:
+        cache = output.parent / "judge_cache.jsonl"
+    report = evaluate(candidate, baseline, judge, output=output, bootstrap_samples=bootstrap_samples, seed=seed,
+                      cache=cache, concurrency=concurrency, timeout=timeout, max_retries=max_retries,
+                      backoff_base=backoff_base, batch_size=batch_size)
+    print_report(report)
+
+
 def main() -> None:
     """Entry point: run the app and turn SeRA's errors into exit codes without tracebacks."""
     try:

@@ -71,7 +71,7 @@ class TrainConfig:
     batch_size: int = _opt(8, "Per-device train batch size, in pairs (paper: 8 on TinyLlama).")
     grad_accum: int = _opt(2, "Gradient accumulation steps (paper: 2 on TinyLlama).")
     lr_scheduler_type: str = _opt("cosine", "Learning-rate schedule (alignment-handbook: cosine).")
-    warmup_ratio: float = _opt(0.1, "Share of each iteration's steps spent warming up the learning rate.")
+    warmup_ratio: float = _opt(0.1, "Share of each iteration's steps spent warming up the learning rate (a float in [0, 1)).")
     max_length: int = _opt(1024, "Longest prompt + response in tokens; longer responses are truncated, "
                                  "pairs whose prompt alone is this long are skipped and counted.")
     gradient_checkpointing: bool = _opt(False, "Trade compute for memory in training.")

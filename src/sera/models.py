@@ -12,9 +12,13 @@ import tempfile
 from pathlib import Path
 
 import torch
+from transformers.utils import logging as hf_logging
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from sera.errors import SeraInputError
+
+# Loading and saving a checkpoint is a matter of seconds; per-shard bars only bury SeRA's own output.
+hf_logging.disable_progress_bar()
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endfor %}"

@@ -1,0 +1,93 @@
+"""One DAA training pass with TRL's DPOTrainer, on SeRA's token ids and cached reference log-probs.
+
+SeRA has already tokenized every pair (:mod:`sera.tokenization`, TRL's rules) and scored every
+response under the reference (:mod:`sera.scoring`). The trainer below takes both as they are:
+it skips its own tokenization and reference precompute, so the loss sees exactly the sequences
+SeRA reviewed and the reference model need not sit in memory while training.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from trl import DPOConfig, DPOTrainer
+
+from sera.config import TrainConfig
+from sera.daa import DAA
+from sera.errors import SeraRuntimeError
+from sera.io import append_jsonl
+
+
+class SeraDPOTrainer(DPOTrainer):
+    """DPOTrainer fed with pre-tokenized rows that already carry `ref_chosen_logps`/`ref_rejected_logps`."""
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        return dataset
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        return dataset
+
+
+@dataclass
+class TrainResult:
+    final_loss: float
+    steps: int
+    seconds: float
+
+
+class _MetricsToJsonl(TrainerCallback):
+    def __init__(self, path: Path, iteration: int) -> None:
+        self.path, self.iteration = path, iteration
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            append_jsonl(self.path, {"iteration": self.iteration, "step": state.global_step, **logs})
+
+
+def dpo_config(config: TrainConfig, daa: DAA, epochs: int, output_dir: str) -> DPOConfig:
+    """The TRL config for one pass; CPU-friendly (fp32, no checkpointing) unless asked otherwise."""
+    use_bf16 = config.dtype in ("bfloat16", "bf16") or (
+        config.dtype == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return DPOConfig(
+        output_dir=output_dir, num_train_epochs=epochs, per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum, learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type, warmup_steps=config.warmup_ratio, beta=config.beta,
+        loss_type=[daa.loss_type], max_length=None, precompute_ref_log_probs=True,
+        gradient_checkpointing=config.gradient_checkpointing, bf16=use_bf16, fp16=False,
+        logging_steps=config.logging_steps, save_strategy="no", report_to=[], seed=config.seed,
+        data_seed=config.seed, dataloader_num_workers=0, disable_tqdm=False,
+    )
+
+
+def train_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict],
+               config: TrainConfig, daa: DAA, *, epochs: int, iteration: int, metrics_path: Path,
+               callbacks: list[TrainerCallback] = ()) -> TrainResult:
+    """Train `model` in place on `rows` (prompt_ids, chosen_ids, rejected_ids, ref_*_logps)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="sera-trainer-") as scratch:
+        trainer = SeraDPOTrainer(
+            model=model, args=dpo_config(config, daa, epochs, scratch), train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer, callbacks=[_MetricsToJsonl(metrics_path, iteration), *callbacks],
+        )
+        output = trainer.train()
+    loss = float(output.training_loss)
+    if not math.isfinite(loss):
+        raise SeraRuntimeError(f"iteration {iteration}: training loss is {loss}; stopping "
+                               "(the last good iterate is kept in the run directory)")
+    model.eval()
+    return TrainResult(final_loss=_last_logged_loss(trainer, loss), steps=output.global_step,
+                       seconds=time.perf_counter() - start)
+
+
+def _last_logged_loss(trainer: DPOTrainer, fallback: float) -> float:
+    for entry in reversed(trainer.state.log_history):
+        if "loss" in entry:
+            return float(entry["loss"])
+    return fallback
