@@ -104,7 +104,8 @@ def evaluate(candidate: str | Path, baseline: str | Path, judge: str | Judge, *,
         scores = judge.score(prompts * 2, outputs_c + outputs_b)
         n = len(keys)
         scores_c, scores_b = scores[:n], scores[n:]
-        outcomes = [(a > b) - (a < b) for a, b in zip(scores_c, scores_b)]
+        outcomes = [0 if oc == ob else (a > b) - (a < b)
+                    for a, b, oc, ob in zip(scores_c, scores_b, outputs_c, outputs_b)]
         extra = {"mean_score_candidate": sum(scores_c) / n, "mean_score_baseline": sum(scores_b) / n}
     else:
         outcomes = judge.compare(prompts, outputs_c, outputs_b)

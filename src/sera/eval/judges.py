@@ -79,7 +79,8 @@ class PointwiseJudge(Judge):
         _check_lengths(prompts, outputs_a, outputs_b)
         scores = self.score(list(prompts) * 2, list(outputs_a) + list(outputs_b))
         n = len(prompts)
-        return [_sign(a - b) for a, b in zip(scores[:n], scores[n:])]
+        return [0 if a_text == b_text else _sign(a - b)
+                for a, b, a_text, b_text in zip(scores[:n], scores[n:], outputs_a, outputs_b)]
 
 
 def build_judge(spec: str, **options) -> Judge:
@@ -213,6 +214,10 @@ class RewardModelJudge(PointwiseJudge):
         import torch
 
         _check_lengths(prompts, outputs)
+        unique = list(dict.fromkeys(zip(prompts, outputs)))  # score each distinct text once: equal texts tie
+        if len(unique) < len(prompts):
+            by_text = dict(zip(unique, self.score([p for p, _ in unique], [o for _, o in unique])))
+            return [by_text[item] for item in zip(prompts, outputs)]
         encoded = [self.encode(p, o) for p, o in zip(prompts, outputs)]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
@@ -370,7 +375,8 @@ class LLMJudge(Judge):
     def _run(self, jobs):
         """Yield (key, verdict) as requests finish; on a failure, keep what finished, then raise."""
         executor = ThreadPoolExecutor(max_workers=self.concurrency)
-        pending = {executor.submit(self._judge_one, key, item): key for key, item in jobs}
+        stop = threading.Event()  # set on the first failure: no new attempts, running requests finish
+        pending = {executor.submit(self._judge_one, key, item, stop): key for key, item in jobs}
         failure: BaseException | None = None
         # rich advances a bar when the next item is asked for: one extra item, taken now, keeps it exact
         bar = iter(track(range(len(jobs) + 1), f"judging with {self.model}", total=len(jobs)))
@@ -382,15 +388,15 @@ class LLMJudge(Judge):
                     key = pending.pop(future)
                     error = future.exception()
                     if error is not None:
-                        failure = failure or error
+                        if not isinstance(error, _Stopped):
+                            failure = failure or error
+                        stop.set()
                         continue
                     next(bar, None)
                     yield key, future.result()
                 if failure is not None:
-                    for future in pending:
-                        future.cancel()
+                    # requests already in flight finish (and are cached); queued jobs never start
                     executor.shutdown(wait=True, cancel_futures=True)
-                    # judgments that finished while we were stopping are already in the cache
                     break
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
@@ -400,7 +406,7 @@ class LLMJudge(Judge):
                 raise failure
             raise SeraRuntimeError(f"judge {self.spec}: {type(failure).__name__}: {failure}") from failure
 
-    def _judge_one(self, key: str, item: tuple[str, str, str]) -> str:
+    def _judge_one(self, key: str, item: tuple[str, str, str], stop: threading.Event | None = None) -> str:
         prompt, first, second = item
         messages = [{"role": "system", "content": JUDGE_SYSTEM},
                     {"role": "user", "content": JUDGE_TEMPLATE.format(prompt=prompt, first=first, second=second)}]
@@ -408,8 +414,14 @@ class LLMJudge(Judge):
         for attempt in range(self.max_retries + 1):
             if attempt:
                 time.sleep(self._delay(attempt, last_error))
+            if stop is not None and stop.is_set():
+                raise _Stopped()
             try:
                 verdict = parse_verdict(self._post(messages))
+            except SeraInputError:
+                if stop is not None:
+                    stop.set()
+                raise
             except _Retryable as exc:
                 last_error = str(exc)
                 continue
@@ -418,6 +430,8 @@ class LLMJudge(Judge):
                 continue
             self.cache.put(key, verdict, self.model)
             return verdict
+        if stop is not None:
+            stop.set()
         raise SeraRuntimeError(
             f"judge {self.spec}: gave up after {self.max_retries + 1} attempts ({last_error}); "
             f"{len(self.cache)} finished judgments are kept in the cache"
@@ -464,6 +478,10 @@ class LLMJudge(Judge):
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError) as exc:
             raise JudgeReplyError(f"not a chat-completions response ({type(exc).__name__})") from None
         return content
+
+
+class _Stopped(Exception):
+    """Another judgment failed for good: this one gives up without a new attempt."""
 
 
 class _Retryable(Exception):
