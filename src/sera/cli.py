@@ -153,10 +153,10 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except SeraInputError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except SeraRuntimeError as exc:
-        console.print(f"[bold red]failed:[/] {exc}", highlight=False)
+        console.print(f"[bold red]failed:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         console.print("[bold red]interrupted[/]")

@@ -1,0 +1,63 @@
+"""Shared fixtures: a tiny Llama-style model and a character tokenizer, built in code (nothing downloaded)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("SERA_NO_PROGRESS", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+ALPHABET = "abcdefghijklmnopqrstuvwxyz ?.,!"
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from sera.models import build_char_tokenizer
+
+    return build_char_tokenizer(ALPHABET)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
+    """An SFT stand-in: a random tiny Llama saved with its tokenizer."""
+    from sera.models import build_tiny_llama, save_model
+
+    path = tmp_path_factory.mktemp("models") / "tiny-sft"
+    save_model(build_tiny_llama(tokenizer, seed=0), tokenizer, path)
+    return path
+
+
+def make_pairs(n: int = 16, seed: int = 0, chat: bool = False) -> list[dict]:
+    """Pairs of a toy task: the chosen response reverses the prompt's word, the rejected one is noise."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        word = "".join(rng.choice("abcde") for _ in range(4))
+        prompt, chosen = f"reverse {word} ?", " " + word[::-1] + "."
+        rejected = " " + "".join(rng.choice("xyz") for _ in range(rng.randint(1, 6))) + "."
+        if chat:
+            rows.append({"id": f"p{i}", "prompt": [{"role": "user", "content": prompt}],
+                         "chosen": [{"role": "assistant", "content": chosen}],
+                         "rejected": [{"role": "assistant", "content": rejected}]})
+        else:
+            rows.append({"id": f"p{i}", "prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
+    return path
+
+
+@pytest.fixture
+def pairs_file(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "pairs.jsonl", make_pairs(16))
