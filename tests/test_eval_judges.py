@@ -72,7 +72,7 @@ def test_rm_judge_scores_match_unbatched_model(tmp_path):
     import torch
 
     model, tokenizer = _save_reward_model(tmp_path / "rm")
-    judge = build_judge(f"rm:{tmp_path / 'rm'}", batch_size=2, concurrency=3)  # foreign options are ignored
+    judge = build_judge(f"rm:{tmp_path / 'rm'}", batch_size=2, dtype="float32", concurrency=3)  # foreign: ignored
     prompts = ["what is up?", "say hi", "count to three"]
     outputs = ["not much.", "hi!", "one, two, three."]
     scores = judge.score(prompts, outputs)

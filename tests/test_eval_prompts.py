@@ -62,7 +62,8 @@ def test_preference_split_formats(tmp_path):
 
 
 def test_save_to_disk_dataset_picks_test_split(tmp_path):
-    from datasets import Dataset, DatasetDict
+    datasets = pytest.importorskip("datasets")
+    Dataset, DatasetDict = datasets.Dataset, datasets.DatasetDict
 
     DatasetDict({"train_prefs": Dataset.from_list([{"prompt": "train"}]),
                  "test_prefs": Dataset.from_list([{"prompt": "test one"}, {"prompt": "test two"}])}

@@ -398,7 +398,8 @@ class LLMJudge(Judge):
                     # requests already in flight finish (and are cached); queued jobs never start
                     executor.shutdown(wait=True, cancel_futures=True)
                     break
-        finally:
+        finally:  # also on Ctrl-C: no new attempts, in-flight requests finish and are cached
+            stop.set()
             executor.shutdown(wait=True, cancel_futures=True)
             bar.close()
         if failure is not None:
