@@ -414,7 +414,8 @@ class LLMJudge(Judge):
         last_error = "no attempt made"
         for attempt in range(self.max_retries + 1):
             if attempt:
-                time.sleep(self._delay(attempt, last_error))
+                delay = self._delay(attempt, last_error)
+                stop.wait(delay) if stop is not None else time.sleep(delay)  # wakes early on a stop
             if stop is not None and stop.is_set():
                 raise _Stopped()
             try:
