@@ -11,7 +11,7 @@ from sera.cli import main
 from sera.io import read_jsonl
 from tests.conftest import make_pairs, write_jsonl
 
-FAST = ["--batch-size", "4", "--grad-accum", "1", "--learning-rate", "1e-3", "--max-new-tokens", "8",
+FAST = ["--validation-ratio", "0", "--batch-size", "4", "--grad-accum", "1", "--learning-rate", "1e-3", "--max-new-tokens", "8",
         "--logging-steps", "1", "--num-samples", "3"]
 
 
@@ -31,7 +31,8 @@ def test_three_iterations_write_the_whole_run_directory(tmp_path, tiny_model_dir
     recipe.write_text("iterations: 2\nselection_ratio: 0.5\nbeta: 0.2\n")
     out = tmp_path / "run"
     code, output = run_cli(["train", "--model", str(tiny_model_dir), "--dataset", str(pairs_file),
-                            "--output-dir", str(out), "--config", str(recipe), "--iterations", "3", *FAST],
+                            "--output-dir", str(out), "--config", str(recipe), "--iterations", "3", *FAST,
+                            "--validation-ratio", "0.15"],
                            monkeypatch, capsys)
     assert code == 0, output
 
@@ -40,8 +41,9 @@ def test_three_iterations_write_the_whole_run_directory(tmp_path, tiny_model_dir
 
     summary = json.loads((out / "summary.json").read_text())
     assert [it["iteration"] for it in summary["iterations"]] == [1, 2, 3]
+    assert summary["data"]["offline_pairs"] + summary["data"]["validation_pairs"] == 16
     for it in summary["iterations"][1:]:
-        assert it["pool_size"] == 16 + it["generated"]
+        assert it["pool_size"] == summary["data"]["offline_pairs"] + it["generated"]
         assert it["selected"] == -(-it["pool_size"] // 2)
         for key in ("mean_margin_selected", "mean_margin_dropped", "seconds_scoring", "seconds_generating",
                     "seconds_training", "final_loss", "bootstrap_skipped"):
@@ -50,7 +52,8 @@ def test_three_iterations_write_the_whole_run_directory(tmp_path, tiny_model_dir
     for t in (2, 3):
         selection = read_jsonl(out / f"iter_{t}" / "selection.jsonl")
         assert {row["source"] for row in selection} <= {"offline", "generated"}
-        assert {f"p{i}" for i in range(16)} <= {row["id"] for row in selection}  # ids kept through the run
+        offline_ids = {row["id"] for row in selection if row["source"] == "offline"}
+        assert len(offline_ids) == summary["data"]["offline_pairs"] and offline_ids <= {f"p{i}" for i in range(16)}
         kept = [r["margin"] for r in selection if r["selected"]]
         dropped = [r["margin"] for r in selection if not r["selected"]]
         assert min(kept) >= max(dropped)

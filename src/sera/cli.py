@@ -45,6 +45,14 @@ def train(
     selection_pool: Optional[str] = typer.Option(None, help=h("selection_pool")),
     reference: Optional[str] = typer.Option(None, help=h("reference")),
     warmup: Optional[bool] = typer.Option(None, "--warmup/--no-warmup", help=h("warmup")),
+    bootstrap_labeller: Optional[str] = typer.Option(None, help=h("bootstrap_labeller")),
+    selection_mode: Optional[str] = typer.Option(None, help=h("selection_mode")),
+    offline_quota: Optional[float] = typer.Option(None, help=h("offline_quota")),
+    generated_quota: Optional[float] = typer.Option(None, help=h("generated_quota")),
+    crossfit_folds: Optional[int] = typer.Option(None, help=h("crossfit_folds")),
+    validation_ratio: Optional[float] = typer.Option(None, help=h("validation_ratio")),
+    max_validation_pairs: Optional[int] = typer.Option(None, help=h("max_validation_pairs")),
+    guard: Optional[str] = typer.Option(None, help=h("guard")),
     num_samples: Optional[int] = typer.Option(None, help=h("num_samples")),
     temperature: Optional[float] = typer.Option(None, help=h("temperature")),
     top_p: Optional[float] = typer.Option(None, help=h("top_p")),
@@ -146,6 +154,14 @@ def eval_(
                       cache=cache, concurrency=concurrency, timeout=timeout, max_retries=max_retries,
                       backoff_base=backoff_base, batch_size=batch_size)
     print_report(report)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A `sera train` output directory.")) -> None:
+    """Summarise a finished run: iterations, self-review diagnostics, warnings; plots to OUT/report.png."""
+    from sera.report import report_run
+
+    console.print(f"plots: {report_run(run_dir)}", highlight=False)
 
 
 def main() -> None:

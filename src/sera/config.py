@@ -32,7 +32,16 @@ class TrainConfig:
     dataset: str = _opt(None, "Preference data: a local .jsonl/.json/.parquet file or a hub dataset id with "
                               "`prompt`, `chosen`, `rejected` (strings or chat message lists) and an optional `id`.")
     output_dir: str = _opt(None, "Run directory; receives config.yaml, metrics.jsonl, iter_<t>/, final/, summary.json.")
-    dataset_split: str = _opt("train", "Split to read when `dataset` is a hub id.")
+    dataset_split: str | None = _opt(None, "Split to read when `dataset` is a hub id or a `save_to_disk` folder "
+                                           "(default: `train`; `train_prefs` for ultrafeedback-binarized).")
+    dataset_format: str = _opt("auto", "Schema of `dataset`: `pairs` (prompt/chosen/rejected), `hh-rlhf` (whole "
+                                       "transcripts, split at the last Assistant turn), `ultrafeedback-binarized`, "
+                                       "`ultrafeedback` (original: best-rated vs a random lower-rated completion), "
+                                       "`tldr` (summarize-from-feedback comparisons); `auto` detects it from the "
+                                       "columns.", ("auto", "pairs", "hh-rlhf", "ultrafeedback-binarized",
+                                                    "ultrafeedback", "tldr"))
+    gguf_file: str | None = _opt(None, "GGUF checkpoint inside `model` (a folder or hub repo) to load, de-quantised "
+                                       "to --dtype; `model` may also be the path of the .gguf file itself.")
     method: str = _opt("sera", "`sera`: Algorithm 1. `daa`: the plain DAA for `iterations` epochs on all pairs "
                                "(the paper's baseline, same budget).", ("sera", "daa"))
 
@@ -57,6 +66,26 @@ class TrainConfig:
     warmup: bool = _opt(True, "Train iteration 1 on all offline pairs before any selection (Algorithm 1). "
                               "False starts selecting at iteration 1 (with a reference-based DAA every margin is 0 "
                               "there, so ties are broken by id).")
+
+    # Self-review safeguards (see docs/self-review.md)
+    bootstrap_labeller: str = _opt("implicit", "Who labels bootstrapped pairs: `implicit` (the paper: ensembled implicit "
+                                               "reward), `likelihood` (the policy's own log-likelihood), "
+                                               "`blend:<lambda>` (implicit + lambda x reference log-likelihood), or "
+                                               "`judge:<spec>` with any `sera eval` judge (gold:..., rm:..., llm:...).")
+    selection_mode: str = _opt("joint", "How the pool is ranked: `joint` (the paper: one ranking), `quota` (top "
+                                        "`offline_quota` of offline and top `generated_quota` of generated pairs), "
+                                        "`crossfit` (offline pairs ranked by out-of-fold IRM from `crossfit_folds` "
+                                        "warm-up models, fixed after iteration 1).", ("joint", "quota", "crossfit"))
+    offline_quota: float = _opt(0.7, "selection_mode=quota: share of offline pairs kept.")
+    generated_quota: float = _opt(0.5, "selection_mode=quota: share of generated pairs kept.")
+    crossfit_folds: int = _opt(2, "selection_mode=crossfit: number of folds (each costs one extra warm-up epoch "
+                                  "on (k-1)/k of the pairs).")
+    validation_ratio: float = _opt(0.1, "Share of offline pairs held out (never trained on or bootstrapped from) "
+                                        "for the diagnostics and the iteration guard; 0 disables both.")
+    max_validation_pairs: int = _opt(256, "Cap on the held-out validation pairs.")
+    guard: str = _opt("none", "Iteration guard: `none` (final/ = last iterate, as the paper), `irm` (keep the "
+                              "iterate with the best held-out IRM accuracy), or `judge:<spec>` (keep the iterate, "
+                              "SFT included, whose greedy responses to held-out prompts the judge scores best).")
 
     # Bootstrapping samples
     num_samples: int = _opt(4, "N: responses sampled per prompt for bootstrapping (paper: 4).")
@@ -83,6 +112,17 @@ class TrainConfig:
     generation_batch_size: int = _opt(32, "Sequences per `generate` call when bootstrapping.")
     dtype: str = _opt("auto", "Model dtype: auto (bf16 on a capable GPU, fp32 on CPU), float32, bfloat16, float16.")
     trust_remote_code: bool = _opt(False, "Allow model code from the hub to run (off unless you trust the source).")
+
+    # LoRA (PEFT); off unless lora_r is set
+    lora_r: int | None = _opt(None, "Train a LoRA adapter of this rank instead of all weights (paper: 8 on Mistral-7B). "
+                                    "The reference is the base with the adapter disabled (no second model in memory); "
+                                    "each iteration saves its adapter in iter_<t>/model.")
+    lora_alpha: float | None = _opt(None, "LoRA scaling alpha (default: 2 x lora_r).")
+    lora_dropout: float = _opt(0.0, "Dropout on the LoRA branch.")
+    lora_target_modules: str | list[str] | None = _opt(None, "Modules that get adapters: comma-separated names "
+                                                             "(q_proj,v_proj) or `all-linear` (default; the LM head "
+                                                             "is never adapted).")
+    merge: bool = _opt(False, "LoRA: write final/ as merged full weights instead of the adapter.")
     skip_invalid: bool = _opt(False, "Skip malformed dataset rows (counted in summary.json) instead of stopping.")
 
     def validate(self) -> "TrainConfig":
@@ -103,6 +143,21 @@ class TrainConfig:
         _check(self.max_new_tokens >= 1 and self.max_length >= 2, "--max-new-tokens and --max-length must be positive")
         _check(self.batch_size >= 1 and self.grad_accum >= 1, "--batch-size and --grad-accum must be at least 1")
         _check(self.learning_rate > 0, "--learning-rate must be positive")
+        _check(self.lora_r is None or self.lora_r >= 1, "--lora-r must be at least 1")
+        _check(self.lora_alpha is None or self.lora_alpha > 0, "--lora-alpha must be positive")
+        _check(0.0 <= self.lora_dropout < 1.0, "--lora-dropout must be in [0, 1)")
+        _check(not self.merge or self.lora_r is not None, "--merge needs LoRA (--lora-r)")
+        _check(self.lora_r is None or getattr(self, "selection_mode", None) != "crossfit",
+               "--selection-mode crossfit needs full fine-tuning (it trains fresh copies of the SFT model); "
+               "drop --lora-r or choose another selection mode")
+        _check(0.0 <= self.validation_ratio < 0.5, "--validation-ratio must be in [0, 0.5)")
+        _check(0.0 < self.offline_quota <= 1.0 and 0.0 < self.generated_quota <= 1.0,
+               "--offline-quota and --generated-quota must be in (0, 1]")
+        _check(self.crossfit_folds >= 2, "--crossfit-folds must be at least 2")
+        _check_spec(self.bootstrap_labeller, ("implicit", "likelihood"), ("blend:", "judge:"), "--bootstrap-labeller")
+        _check_spec(self.guard, ("none", "irm"), ("judge:",), "--guard")
+        if self.guard != "none" and self.validation_ratio == 0:
+            raise SeraInputError("--guard needs held-out pairs: set --validation-ratio > 0")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,17 +169,35 @@ def option_help(name: str) -> str:
     return TrainConfig.__dataclass_fields__[name].metadata["help"]
 
 
-def resolve_config(recipe: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
-    """Defaults < recipe < overrides (None values in `overrides` mean "not given")."""
+def resolve_config(recipe: str | Path | None, overrides: dict[str, Any], preset: str | None = None) -> TrainConfig:
+    """Defaults < preset (a shipped recipe, see :mod:`sera.presets`) < recipe < overrides (None values in
+    `overrides` mean "not given"). A `beta` given per DAA (`{dpo: 0.2, ipo: 1.0}`) is resolved for the chosen DAA."""
     values: dict[str, Any] = {}
+    if preset is not None:
+        from sera.presets import preset_values
+
+        values.update(preset_values(preset))
     if recipe is not None:
-        values.update(read_recipe(recipe))
+        recipe_values = read_recipe(recipe)
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(recipe_values) - known)
+        if unknown:
+            raise SeraInputError(f"{recipe}: unknown option(s) {', '.join(unknown)}")
+        values.update(recipe_values)
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise SeraInputError(f"{recipe}: unknown option(s) {', '.join(unknown)}")
+        raise SeraInputError(f"{recipe or preset}: unknown option(s) {', '.join(unknown)}")
+    if isinstance(values.get("beta"), dict):
+        values["beta"] = _beta_for(values["beta"], values.get("daa", "dpo"), preset or recipe)
     return TrainConfig(**values).validate()
+
+
+def _beta_for(betas: dict, daa: str, source: Any) -> float:
+    if daa not in betas:
+        raise SeraInputError(f"{source}: gives beta for {', '.join(map(str, betas))} only; pass --beta for --daa {daa}")
+    return float(betas[daa])
 
 
 def read_recipe(path: str | Path) -> dict[str, Any]:
@@ -142,6 +215,18 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+def _check_spec(value: str, names: tuple[str, ...], prefixes: tuple[str, ...], flag: str) -> None:
+    if value in names or any(value.startswith(p) and len(value) > len(p) for p in prefixes):
+        if value.startswith("blend:"):
+            try:
+                float(value.split(":", 1)[1])
+            except ValueError:
+                raise SeraInputError(f"{flag}: {value!r}: the blend weight must be a number") from None
+        return
+    raise SeraInputError(f"{flag}: {value!r} is not one of {', '.join(names)}, "
+                         f"{', '.join(p + '...' for p in prefixes)}")
 
 
 def _check(condition: bool, message: str) -> None:

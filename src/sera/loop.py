@@ -8,7 +8,8 @@
         theta_t = train(theta_{t-1}, D_sel)                  1 epoch of the DAA's own loss
 
 `run()` below is that loop; `SeraRun` holds the state it needs (models, caches, the run directory)
-and implements each step.
+and implements each step. After every iteration the run reviews itself on held-out pairs
+(:mod:`sera.diagnostics`) and, with `--guard`, remembers the best iterate.
 """
 
 from __future__ import annotations
@@ -18,23 +19,24 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import torch
 from transformers import TrainerCallback, set_seed
 
-from sera.bootstrap import make_pairs
+from sera.bootstrap import as_response, make_pairs
 from sera.config import TrainConfig
 from sera.daa import get_daa
 from sera.data import PreferencePair, load_pairs
+from sera.diagnostics import mean_within_group_spearman, preference_accuracy, warnings_for
 from sera.errors import SeraInputError, SeraRuntimeError
 from sera.generation import SamplingParams, generate_completions
 from sera.io import append_jsonl, write_json, write_jsonl, write_yaml
+from sera.labellers import build_labeller, candidate_sequences, prompt_text
 from sera.models import load_model, load_tokenizer, save_model
+from sera.progress import console
 from sera.rewards import ImplicitReward, margins
 from sera.run_dir import RunDirectory
-from sera.scoring import LogProbBank
+from sera.scoring import LogProbBank, sequence_logps
 from sera.selection import select_top_k, selection_size
 from sera.tokenization import PairTokenizer, TokenizedPair
 from sera.training import train_pass
@@ -86,22 +88,29 @@ class SeraRun:
         self.pair_tokenizer = PairTokenizer(self.tokenizer, config.max_length)
         loaded = load_pairs(config.dataset, split=config.dataset_split, skip_invalid=config.skip_invalid)
         self.data_report = {"rows_read": loaded.rows_read, "skipped": Counter(loaded.skipped)}
-        self.offline = self._examples(loaded.pairs, self.data_report["skipped"])
-        if not self.offline:
+        examples = self._examples(loaded.pairs, self.data_report["skipped"])
+        if not examples:
             raise SeraInputError(f"{config.dataset}: every pair's prompt is longer than --max-length "
                                  f"{config.max_length}")
-        self.data_report["offline_pairs"] = len(self.offline)
+        self.offline, self.validation = self._hold_out(examples)
+        self.data_report.update(offline_pairs=len(self.offline), validation_pairs=len(self.validation))
         self.policy = self._load(0)
         self.bank = LogProbBank(self._load, config.scoring_batch_size)
         self.bank.hold(0, self.policy)
         self.reward = ImplicitReward(self.daa, config.beta, self.bank, config.reference)
+        self.labeller = build_labeller(config.bootstrap_labeller, self.pair_tokenizer, self.reward,
+                                       config.ensemble_gamma)
         self.iterations: list[dict] = []
+        self.warnings: list[str] = []
         self._current: dict = {}
+        self._crossfit: dict[str, float] | None = None
+        self._guard_scores: dict[int, float] = {}
+        self._sft_review = self._review_iterate(0) if self.validation else {}
 
     # -- the steps of Algorithm 1 -------------------------------------------------------------
 
     def bootstrap(self, t: int) -> list[Example]:
-        """Component 2: N samples per offline prompt from theta_{t-1}; best vs worst by r_ens."""
+        """Component 2: N samples per offline prompt from theta_{t-1}; best vs worst by the labeller."""
         prompts, too_long = self._bootstrap_prompts()
         params = SamplingParams(self.config.num_samples, self.config.temperature, self.config.top_p,
                                 self.config.max_new_tokens)
@@ -111,15 +120,18 @@ class SeraRun:
                                        description=f"iteration {t}: sampling")
         self._current["seconds_generating"] = time.perf_counter() - start
         scoring_before = self.bank.seconds
-        result = make_pairs([(pid, p) for pid, p, _ in prompts], [[c.text for c in s] for s in samples],
-                            self._implicit_labeller(t - 1), iteration=t)
+        texts = [[c.text for c in s] for s in samples]
+        result = make_pairs([(pid, p) for pid, p, _ in prompts], texts,
+                            lambda ps, cs: self.labeller(t - 1, ps, cs), iteration=t)
+        self._current["displacement_corr"] = self._displacement(t - 1, [p for _, p, _ in prompts], texts)
         self._current["seconds_scoring"] = self.bank.seconds - scoring_before
         write_jsonl(self.dir.generated(t), result.records)
         skipped = Counter(result.skipped)
         if too_long:
             skipped["prompt_too_long"] = too_long
         self._current.update(generated=len(result.pairs), bootstrap_prompts=len(prompts),
-                             bootstrap_skipped=dict(skipped))
+                             bootstrap_skipped=dict(skipped), labeller=self.labeller.name,
+                             sample_tokens_mean=float(np.mean([c.num_tokens for s in samples for c in s])))
         return self._examples(result.pairs, Counter())
 
     def select(self, t: int, pool: list[Example]) -> list[Example]:
@@ -128,6 +140,8 @@ class SeraRun:
         gamma = self.config.ensemble_gamma
         pool_margins = margins(self.reward.ensembled(t - 1, [e.chosen for e in pool], gamma),
                                self.reward.ensembled(t - 1, [e.rejected for e in pool], gamma))
+        if self.config.selection_mode == "crossfit":
+            pool_margins = self._with_crossfit_margins(pool, pool_margins)
         if not np.all(np.isfinite(pool_margins)):
             raise SeraRuntimeError(f"iteration {t}: implicit reward margins are not finite (NaN/inf log-probs)")
         keep = self._keep_mask(pool, pool_margins)
@@ -136,50 +150,54 @@ class SeraRun:
         write_jsonl(self.dir.selection(t), (
             {"id": e.pair.id, "source": e.pair.source, "margin": float(m), "selected": bool(k)}
             for e, m, k in zip(pool, pool_margins, keep)))
-        generated = np.array([e.pair.source == "generated" for e in pool])
-        self._current.update(
-            pool_size=len(pool), selected=int(keep.sum()), dropped=int((~keep).sum()),
-            selected_generated=int((keep & generated).sum()),
-            mean_margin_selected=_mean(pool_margins[keep]), mean_margin_dropped=_mean(pool_margins[~keep]))
+        self._current.update(pool_size=len(pool), selected=int(keep.sum()), dropped=int((~keep).sum()),
+                             mean_margin_selected=_mean(pool_margins[keep]),
+                             mean_margin_dropped=_mean(pool_margins[~keep]), **_kept_stats(pool, keep))
         return [e for e, k in zip(pool, keep) if k]
 
     def train_iteration(self, t: int, examples: list[Example]) -> None:
         """theta_t = one epoch of the DAA's loss from theta_{t-1} on `examples`."""
         self._current.setdefault("pool_size", len(examples))
         self._current.setdefault("selected", len(examples))
-        result = self._train(examples, epochs=1, iteration=t, reference=self.reward.reference_index(t))
+        result = self._train(self.policy, examples, epochs=1, iteration=t,
+                             reference=self.reward.reference_index(t))
         save_model(self.policy, self.tokenizer, self.dir.model(t))
         self._end_iteration(t, result)
 
     def train_plain_daa(self, epochs: int) -> None:
         """The baseline: the DAA on every offline pair for `epochs` epochs (one trainer, one schedule)."""
         self._current.update(pool_size=len(self.offline), selected=len(self.offline), epochs=epochs)
-        result = self._train(self.offline, epochs=epochs, iteration=1, reference=0, save_each_epoch=True)
+        result = self._train(self.policy, self.offline, epochs=epochs, iteration=1, reference=0,
+                             callbacks=[_SaveEachEpoch(self)])
         self._end_iteration(epochs, result)
 
     def finish(self) -> dict:
-        save_model(self.policy, self.tokenizer, self.dir.final_model)
+        final_iterate = self._final_iterate()
+        last = self.iterations[-1]["iteration"]
+        save_model(self.policy if final_iterate == last else self._load(final_iterate), self.tokenizer,
+                   self.dir.final_model)
         summary = {
             "method": self.config.method, "daa": self.config.daa,
             "data": {**self.data_report, "skipped": dict(self.data_report["skipped"])},
+            "sft_review": self._sft_review,
             "iterations": self.iterations,
+            "guard": self.config.guard, "final_iterate": final_iterate,
             "final_model": str(self.dir.final_model),
+            "warnings": self.warnings,
             "seconds_total": time.perf_counter() - self.started,
         }
         write_json(self.dir.summary, summary)
         return summary
 
-    # -- helpers ------------------------------------------------------------------------------
+    # -- training -----------------------------------------------------------------------------
 
-    def _train(self, examples: list[Example], *, epochs: int, iteration: int, reference: int,
-               save_each_epoch: bool = False):
+    def _train(self, model, examples: list[Example], *, epochs: int, iteration, reference: int, callbacks=()):
         scoring_before = self.bank.seconds
         rows = self._training_rows(examples, reference)
         self._current["seconds_scoring"] = self._current.get("seconds_scoring", 0.0) + (
             self.bank.seconds - scoring_before)
-        callbacks = [_SaveEachEpoch(self)] if save_each_epoch else []
-        return train_pass(self.policy, self.tokenizer, rows, self.config, self.daa, epochs=epochs,
-                          iteration=iteration, metrics_path=self.dir.metrics, callbacks=callbacks)
+        return train_pass(model, self.tokenizer, rows, self.config, self.daa, epochs=epochs, iteration=iteration,
+                          metrics_path=self.dir.metrics, callbacks=list(callbacks))
 
     def _training_rows(self, examples: list[Example], reference: int) -> list[dict]:
         """Token ids plus the reference log-probs the trainer would otherwise recompute."""
@@ -197,30 +215,162 @@ class SeraRun:
                  "rejected_ids": e.tokens.rejected_ids, "ref_chosen_logps": float(rc),
                  "ref_rejected_logps": float(rr)} for e, rc, rr in zip(examples, ref_chosen, ref_rejected)]
 
+    # -- selection options --------------------------------------------------------------------
+
     def _keep_mask(self, pool: list[Example], pool_margins: np.ndarray) -> np.ndarray:
-        if not self.config.selection:
+        cfg = self.config
+        if not cfg.selection:
             return np.ones(len(pool), dtype=bool)
-        ranked = np.array([self.config.selection_pool == "pool" or e.pair.source == "offline" for e in pool])
-        k = selection_size(int(ranked.sum()), self.config.selection_ratio, self.config.selection_count)
-        keep = ~ranked  # pairs outside the ranking (generated ones under `offline`) are all kept
-        ranked_index = np.flatnonzero(ranked)
-        top = select_top_k([pool[i].pair.id for i in ranked_index], pool_margins[ranked_index], k)
-        keep[ranked_index[top]] = True
+        generated = np.array([e.pair.source == "generated" for e in pool])
+        if cfg.selection_mode == "quota":
+            groups = [(~generated, cfg.offline_quota), (generated, cfg.generated_quota)]
+        elif cfg.selection_pool == "offline":  # generated pairs are all kept
+            groups = [(~generated, cfg.selection_ratio)]
+        else:
+            groups = [(np.ones(len(pool), dtype=bool), cfg.selection_ratio)]
+        keep = np.ones(len(pool), dtype=bool)
+        for members, ratio in groups:
+            index = np.flatnonzero(members)
+            if len(index) == 0:
+                continue
+            count = cfg.selection_count if len(groups) == 1 and cfg.selection_mode != "quota" else None
+            top = select_top_k([pool[i].pair.id for i in index], pool_margins[index],
+                               selection_size(len(index), ratio, count))
+            keep[index] = top
         return keep
 
-    def _implicit_labeller(self, iterate: int):
-        """The paper's labeller: the ensembled implicit reward of the current iterate."""
-        def label(prompts, candidates):
-            sequences, owners = [], []
-            for index, (prompt, responses) in enumerate(zip(prompts, candidates)):
-                for response in responses:
-                    tokens = self.pair_tokenizer.pair(PreferencePair("", prompt, response, response))
-                    sequences.append((tokens.prompt_ids, tokens.chosen_ids))
-                    owners.append(index)
-            rewards = self.reward.ensembled(iterate, sequences, self.config.ensemble_gamma)
-            owners = np.array(owners)
-            return [rewards[owners == i] for i in range(len(prompts))]
-        return label
+    def _with_crossfit_margins(self, pool: list[Example], pool_margins: np.ndarray) -> np.ndarray:
+        """Offline pairs are ranked by out-of-fold IRM: each scored by a warm-up model that never saw it."""
+        if self._crossfit is None:
+            self._crossfit = self._crossfit_margins()
+        result = pool_margins.copy()
+        for index, example in enumerate(pool):
+            if example.pair.id in self._crossfit:
+                result[index] = self._crossfit[example.pair.id]
+        return result
+
+    def _crossfit_margins(self) -> dict[str, float]:
+        start, folds = time.perf_counter(), self.config.crossfit_folds
+        order = sorted(self.offline, key=lambda e: e.pair.id)
+        random.Random(self.config.seed).shuffle(order)
+        result: dict[str, float] = {}
+        for fold in range(folds):
+            held = order[fold::folds]
+            held_ids = {e.pair.id for e in held}
+            model = self._load(0)
+            self._train(model, [e for e in order if e.pair.id not in held_ids], epochs=1,
+                        iteration=f"crossfit-{fold + 1}/{folds}", reference=0)
+            result.update(zip([e.pair.id for e in held], self._margins_under(model, held)))
+            del model
+        self._current["seconds_crossfit"] = time.perf_counter() - start
+        return result
+
+    def _margins_under(self, model, examples: list[Example]) -> np.ndarray:
+        """IRM of pairs under a model outside the bank (a cross-fitting fold model), reference = SFT."""
+        def reward(sequences):
+            num_tokens = np.array([len(c) for _, c in sequences])
+            reference = None if self.daa.reference_free else self.bank.logps(0, sequences)
+            policy = sequence_logps(model, sequences, batch_size=self.config.scoring_batch_size)
+            return self.daa.implicit_reward(self.config.beta, policy, reference, num_tokens)
+        return reward([e.chosen for e in examples]) - reward([e.rejected for e in examples])
+
+    # -- self-review ----------------------------------------------------------------------------
+
+    def _review_iterate(self, t: int) -> dict:
+        """Held-out diagnostics of iterate t (t = 0: the SFT model) and its guard score."""
+        review: dict = {}
+        if not self.validation:
+            return review
+        chosen = self.reward.of_iterate(t, [e.chosen for e in self.validation])
+        rejected = self.reward.of_iterate(t, [e.rejected for e in self.validation])
+        review["val_irm_accuracy"] = preference_accuracy(margins(chosen, rejected))
+        labels = self.labeller(t, [e.pair.prompt for e in self.validation],
+                               [[e.pair.chosen, e.pair.rejected] for e in self.validation])
+        review["labeller_accuracy"] = preference_accuracy(np.array([r[0] - r[1] for r in labels]))
+        responses = self._validation_responses()
+        review["val_response_tokens"] = float(np.mean([c.num_tokens for c in responses]))
+        if t > 0 and self._sft_review.get("val_response_tokens"):
+            review["length_drift"] = review["val_response_tokens"] / self._sft_review["val_response_tokens"]
+        score = self._guard_score(t, responses, review)
+        if score is not None:
+            review["guard_score"] = self._guard_scores[t] = score
+        return review
+
+    def _validation_responses(self):
+        prompts = _distinct_prompts(self.validation)
+        ids = [self.pair_tokenizer.prompt_ids(p) for p in prompts]
+        params = SamplingParams(num_samples=1, temperature=0.0, top_p=1.0, max_new_tokens=self.config.max_new_tokens)
+        completions = generate_completions(self.policy, self.tokenizer, ids, params,
+                                           batch_size=self.config.generation_batch_size, description="reviewing")
+        self._validation_texts = (prompts, [c[0].text for c in completions])
+        return [c[0] for c in completions]
+
+    def _guard_score(self, t: int, responses, review: dict) -> float | None:
+        guard = self.config.guard
+        if guard == "irm":
+            return review["val_irm_accuracy"]
+        if guard.startswith("judge:"):
+            if not hasattr(self, "_guard_judge"):
+                from sera.eval.judges import build_judge
+
+                self._guard_judge = build_judge(guard.split(":", 1)[1])
+            prompts, texts = self._validation_texts
+            if self._guard_judge.pointwise:
+                return float(np.mean(self._guard_judge.score([prompt_text(p) for p in prompts], texts)))
+            if t == 0:
+                self._sft_texts = texts
+                return 0.5
+            outcomes = self._guard_judge.compare([prompt_text(p) for p in prompts], texts, self._sft_texts)
+            return float(np.mean([(o + 1) / 2 for o in outcomes]))
+        return None
+
+    def _displacement(self, iterate: int, prompts: list, texts: list[list[str]]) -> float | None:
+        """Within-prompt rank correlation of implicit reward vs reference likelihood of the samples."""
+        groups = [(p, [as_response(p, x) for x in ts]) for p, ts in zip(prompts, texts) if len(set(ts)) > 1]
+        if not groups:
+            return None
+        sequences, owners = candidate_sequences(self.pair_tokenizer, [p for p, _ in groups], [c for _, c in groups])
+        implicit = self.reward.of_iterate(iterate, sequences)
+        reference = self.bank.logps(0 if self.daa.reference_free else self.reward.reference_index(iterate),
+                                    sequences)
+        return mean_within_group_spearman([implicit[owners == g] for g in range(len(groups))],
+                                          [reference[owners == g] for g in range(len(groups))])
+
+    def _final_iterate(self) -> int:
+        last = self.iterations[-1]["iteration"]
+        if self.config.guard == "none" or not self._guard_scores:
+            return last
+        scores = self._guard_scores
+        best = max(sorted(scores), key=lambda t: scores[t])  # the earliest of equally good iterates
+        if scores[best] <= scores.get(last, float("-inf")):
+            return last  # the last iterate (the paper's output) unless another is strictly better
+        if best != last:
+            self.warnings.append(f"guard: iterate {best} scored best ({self._guard_scores[best]:.3f} vs "
+                                 f"{self._guard_scores[last]:.3f} for the last); final/ holds iterate {best}")
+        return best
+
+    # -- data and bookkeeping -------------------------------------------------------------------
+
+    def _hold_out(self, examples: list[Example]) -> tuple[list[Example], list[Example]]:
+        """Split off validation pairs by prompt, so no held-out prompt is trained on or sampled from."""
+        ratio = self.config.validation_ratio
+        if ratio == 0:
+            return examples, []
+        prompts = sorted({json.dumps(e.pair.prompt, sort_keys=True) for e in examples})
+        random.Random(self.config.seed).shuffle(prompts)
+        wanted = min(self.config.max_validation_pairs, max(1, round(ratio * len(examples))))
+        held, count = set(), 0
+        for prompt in prompts:
+            if count >= wanted:
+                break
+            held.add(prompt)
+            count += sum(json.dumps(e.pair.prompt, sort_keys=True) == prompt for e in examples)
+        split = [json.dumps(e.pair.prompt, sort_keys=True) in held for e in examples]
+        train = [e for e, h in zip(examples, split) if not h]
+        if not train:
+            raise SeraInputError(f"{self.config.dataset}: too few pairs to hold out a validation slice; "
+                                 "set --validation-ratio 0")
+        return train, [e for e, h in zip(examples, split) if h]
 
     def _bootstrap_prompts(self) -> tuple[list[tuple[str, object, list[int]]], int]:
         """Distinct offline prompts (id of their first pair), optionally a seeded subset."""
@@ -264,8 +414,14 @@ class SeraRun:
                 self.bank.forget(index)
         entry = {"iteration": t, **self._current, "seconds_training": result.seconds,
                  "train_steps": result.steps, "final_loss": result.final_loss}
+        review_start = time.perf_counter()
+        entry.update(self._review_iterate(t))
+        entry["seconds_reviewing"] = time.perf_counter() - review_start
         for key in ("seconds_scoring", "seconds_generating"):
             entry.setdefault(key, 0.0)
+        for warning in warnings_for(entry):
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+            self.warnings.append(warning)
         self.iterations.append(entry)
         append_jsonl(self.dir.metrics, {"event": "iteration_end", **entry})
         self._current = {}
@@ -295,6 +451,27 @@ class _SaveEachEpoch(TrainerCallback):
         epoch = round(state.epoch or 0)
         if epoch >= 1:
             save_model(self.run.policy, self.run.tokenizer, self.run.dir.model(epoch))
+
+
+def _kept_stats(pool: list[Example], keep: np.ndarray) -> dict:
+    """Who was kept: the bootstrapped share, and response lengths (tokens) among kept and dropped pairs."""
+    generated = np.array([e.pair.source == "generated" for e in pool])
+    chosen = np.array([len(e.tokens.chosen_ids) for e in pool], dtype=float)
+    rejected = np.array([len(e.tokens.rejected_ids) for e in pool], dtype=float)
+    return {"selected_generated": int((keep & generated).sum()),
+            "generated_share_kept": float(generated[keep].mean()) if keep.any() else None,
+            "kept_chosen_tokens": _mean(chosen[keep]), "kept_rejected_tokens": _mean(rejected[keep]),
+            "dropped_chosen_tokens": _mean(chosen[~keep]), "dropped_rejected_tokens": _mean(rejected[~keep])}
+
+
+def _distinct_prompts(examples: list[Example]) -> list:
+    seen, prompts = set(), []
+    for e in examples:
+        key = json.dumps(e.pair.prompt, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            prompts.append(e.pair.prompt)
+    return prompts
 
 
 def _mean(values: np.ndarray) -> float | None:

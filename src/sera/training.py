@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,7 @@ class TrainResult:
 
 
 class _MetricsToJsonl(TrainerCallback):
-    def __init__(self, path: Path, iteration: int) -> None:
+    def __init__(self, path: Path, iteration: int | str) -> None:
         self.path, self.iteration = path, iteration
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -55,6 +56,12 @@ def dpo_config(config: TrainConfig, daa: DAA, epochs: int, output_dir: str) -> D
     """The TRL config for one pass; CPU-friendly (fp32, no checkpointing) unless asked otherwise."""
     use_bf16 = config.dtype in ("bfloat16", "bf16") or (
         config.dtype == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    with warnings.catch_warnings():  # TRL still sets the renamed `gradient_checkpointing` field itself
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
+        return _dpo_config(config, daa, epochs, output_dir, use_bf16)
+
+
+def _dpo_config(config: TrainConfig, daa: DAA, epochs: int, output_dir: str, use_bf16: bool) -> DPOConfig:
     return DPOConfig(
         output_dir=output_dir, num_train_epochs=epochs, per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, learning_rate=config.learning_rate,
@@ -68,7 +75,7 @@ def dpo_config(config: TrainConfig, daa: DAA, epochs: int, output_dir: str) -> D
 
 
 def train_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict],
-               config: TrainConfig, daa: DAA, *, epochs: int, iteration: int, metrics_path: Path,
+               config: TrainConfig, daa: DAA, *, epochs: int, iteration: int | str, metrics_path: Path,
                callbacks: list[TrainerCallback] = ()) -> TrainResult:
     """Train `model` in place on `rows` (prompt_ids, chosen_ids, rejected_ids, ref_*_logps)."""
     start = time.perf_counter()
