@@ -31,6 +31,8 @@ def train(
     dataset: Optional[str] = typer.Option(None, "--dataset", help=h("dataset")),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", help=h("output_dir")),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML recipe; flags override its values."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory after its "
+                                          "last completed iteration, with its own config.yaml (no other options)."),
     dataset_split: Optional[str] = typer.Option(None, help=h("dataset_split")),
     method: Optional[str] = typer.Option(None, help=h("method")),
     daa: Optional[str] = typer.Option(None, help=h("daa")),
@@ -73,16 +75,35 @@ def train(
     dtype: Optional[str] = typer.Option(None, help=h("dtype")),
     trust_remote_code: Optional[bool] = typer.Option(None, "--trust-remote-code", help=h("trust_remote_code")),
     skip_invalid: Optional[bool] = typer.Option(None, "--skip-invalid", help=h("skip_invalid")),
+    dataset_format: Optional[str] = typer.Option(None, help=h("dataset_format")),
+    gguf_file: Optional[str] = typer.Option(None, help=h("gguf_file")),
+    lora_r: Optional[int] = typer.Option(None, help=h("lora_r")),
+    lora_alpha: Optional[float] = typer.Option(None, help=h("lora_alpha")),
+    lora_dropout: Optional[float] = typer.Option(None, help=h("lora_dropout")),
+    lora_target_modules: Optional[str] = typer.Option(None, help=h("lora_target_modules")),
+    merge: Optional[bool] = typer.Option(None, "--merge", help=h("merge")),
+    preset: Optional[str] = typer.Option(None, "--preset", help="The paper's Table 4 settings (`sera presets` lists "
+                                         "them); --config and flags override it. You still name the model."),
 ) -> None:
     """Align a model with SeRA (or the plain DAA) on a preference dataset."""
     from sera.config import resolve_config
     from sera.loop import run
     from sera.report import print_summary
 
-    overrides = {k: v for k, v in locals().items() if k not in ("config", "resolve_config", "run", "print_summary")}
+    overrides = {k: v for k, v in locals().items()
+                 if k not in ("config", "preset", "resume", "resolve_config", "run", "print_summary")}
+    if resume is not None:
+        given = sorted(k for k, v in overrides.items() if v is not None)
+        if given or config or preset:
+            raise SeraInputError(f"--resume takes no other options (got --{', --'.join(given) or 'config/preset'}): "
+                                 "a run resumes with the config.yaml it started with")
+        if not (resume / "config.yaml").exists():
+            raise SeraInputError(f"--resume {resume}: no config.yaml there (not a `sera train` run directory)")
+        print_summary(run(resolve_config(resume / "config.yaml", {"output_dir": str(resume)}), resume=True))
+        return
     if overrides["output_dir"] is not None:
         overrides["output_dir"] = str(overrides["output_dir"])
-    summary = run(resolve_config(config, overrides))
+    summary = run(resolve_config(config, overrides, preset=preset))
     print_summary(summary)
 
 
@@ -164,10 +185,71 @@ def report(run_dir: Path = typer.Argument(..., help="A `sera train` output direc
     console.print(f"plots: {report_run(run_dir)}", highlight=False)
 
 
+@app.command()
+def sft(
+    model: str = typer.Option(..., "--model", help="Base model: a local directory, a hub id, or a .gguf file."),
+    dataset: str = typer.Option(..., "--dataset", help="SFT data: `messages` (chat, e.g. UltraChat-200K) or "
+                                "`prompt` + `completion` rows; a .jsonl/.json/.parquet file, a save_to_disk folder "
+                                "or a hub id."),
+    output_dir: Path = typer.Option(..., "--output-dir", help="Where the fine-tuned model is saved (a new "
+                                    "directory); use it as `sera train --model`."),
+    dataset_split: Optional[str] = typer.Option(None, help="Split of a hub/saved dataset (default: train_sft "
+                                                "if present, else train)."),
+    learning_rate: float = typer.Option(2e-5, help="Peak learning rate (Zephyr's SFT: 2e-5)."),
+    epochs: float = typer.Option(1.0, help="Training epochs."),
+    max_steps: int = typer.Option(-1, help="Stop after this many optimiser steps (overrides --epochs when > 0)."),
+    batch_size: int = typer.Option(8, help="Per-device batch size, in examples."),
+    grad_accum: int = typer.Option(1, help="Gradient accumulation steps."),
+    max_length: int = typer.Option(1024, help="Longest tokenized example; longer ones are truncated."),
+    lr_scheduler_type: str = typer.Option("cosine", help="Learning-rate schedule."),
+    warmup_ratio: float = typer.Option(0.1, help="Share of steps spent warming up the learning rate."),
+    max_samples: Optional[int] = typer.Option(None, help="Use only the first N examples."),
+    logging_steps: int = typer.Option(10, help="Log every this many optimiser steps."),
+    seed: int = typer.Option(42, help="Random seed."),
+    dtype: str = typer.Option("auto", help=h("dtype")),
+    gguf_file: Optional[str] = typer.Option(None, help=h("gguf_file")),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=h("trust_remote_code")),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help=h("gradient_checkpointing")),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip malformed rows (counted) instead of "
+                                      "stopping."),
+    lora_r: Optional[int] = typer.Option(None, help="Train a LoRA adapter of this rank (merged before saving)."),
+    lora_alpha: Optional[float] = typer.Option(None, help=h("lora_alpha")),
+    lora_dropout: float = typer.Option(0.0, help=h("lora_dropout")),
+    lora_target_modules: Optional[str] = typer.Option(None, help=h("lora_target_modules")),
+) -> None:
+    """Supervised fine-tuning with TRL's SFTTrainer (base model -> SFT model for `sera train`)."""
+    from sera.sft import SFTOptions, run_sft
+
+    options = SFTOptions(**{k: v for k, v in locals().items() if k not in ("SFTOptions", "run_sft")})
+    options.output_dir = str(output_dir)
+    summary = run_sft(options)
+    console.print(f"SFT: {summary['examples']} examples, {summary['train_steps']} steps, loss "
+                  f"{summary['train_loss']:.4f}, {summary['seconds_total']:.0f} s; model saved to {output_dir}",
+                  highlight=False)
+
+
+@app.command()
+def presets() -> None:
+    """List the shipped presets (the paper's Table 4) and the options each sets."""
+    from rich.table import Table
+
+    from sera.presets import describe_presets, format_value
+
+    for name, description, values in describe_presets():
+        table = Table(title=f"{name}: {description}", title_justify="left", show_header=True)
+        table.add_column("option")
+        table.add_column("value", overflow="fold")
+        for key, value in values.items():
+            table.add_row(f"--{key.replace('_', '-')}", format_value(value))
+        console.print(table)
+    console.print("Use: sera train --preset NAME --model <your model> --dataset ... --output-dir ...; "
+                  "--config and flags override a preset. A beta given per DAA follows --daa.", highlight=False)
+
+
 def main() -> None:
     """Entry point: run the app and turn SeRA's errors into exit codes without tracebacks."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except SeraInputError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
@@ -175,19 +257,26 @@ def main() -> None:
         console.print(f"[bold red]failed:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        console.print("[bold red]interrupted[/]")
-        sys.exit(130)
+        code = INTERRUPTED
     except Exception as exc:  # click usage errors carry their own exit code
         import click
 
         if isinstance(exc, click.exceptions.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(1)
         raise
+    if code == INTERRUPTED:
+        console.print("[bold red]interrupted[/]: outputs written so far are complete; "
+                      "a `sera train` run continues with --resume OUT", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+INTERRUPTED = 130
+"""What typer returns (instead of raising) when Ctrl-C stops a command; SeRA reports it as a runtime fault."""
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ whole run (row index otherwise), so every decision SeRA writes can be traced bac
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,33 +35,66 @@ class PreferencePair:
 class LoadedPairs:
     pairs: list[PreferencePair]
     skipped: Counter = field(default_factory=Counter)
-    """Rows not used, by reason: invalid (with --skip-invalid), empty_response, identical_responses."""
+    """Rows not used, by reason: invalid (with --skip-invalid), empty_response, identical_responses, and the
+    format adapters' reasons (e.g. hh_transcripts_differ_before_last_reply; see :mod:`sera.formats`)."""
     rows_read: int = 0
+    format: str = "pairs"
+    """The dataset format used (the detected one under `auto`)."""
+    meta: dict[str, dict] = field(default_factory=dict)
+    """Extra per-pair fields a format provides, by pair id (ultrafeedback `all`: rating_gap and ratings)."""
 
 
-def load_pairs(source: str, *, split: str = "train", skip_invalid: bool = False) -> LoadedPairs:
-    """Read and validate a preference dataset from a local file or the hub."""
-    rows = _read_rows(source, split)
-    loaded = LoadedPairs(pairs=[])
+def load_pairs(source: str, *, split: str | None = None, skip_invalid: bool = False,
+               dataset_format: str = "auto", seed: int = 0,
+               ultrafeedback_pairs: str = "best-vs-random") -> LoadedPairs:
+    """Read and validate a preference dataset from a local file, a `save_to_disk` folder or the hub.
+
+    `dataset_format` is one of :data:`sera.formats.FORMATS`; `auto` detects it from the first row's
+    columns. `split` defaults to the format's training split (`train`, `train_prefs` for UltraFeedback
+    binarized). `seed` fixes the random lower-rated completion of original UltraFeedback rows;
+    `ultrafeedback_pairs="all"` yields every ranked pair instead (for Curri-DPO)."""
+    from sera.formats import FORMATS, SkipRow, converter, detect_format
+
+    if dataset_format not in FORMATS:
+        raise SeraInputError(f"--dataset-format: {dataset_format!r} is not one of {', '.join(FORMATS)}")
+    rows = _read_rows(source, split, dataset_format)
+    loaded = LoadedPairs(pairs=[], format=dataset_format)
+    convert = None if dataset_format == "auto" else converter(dataset_format, seed=seed,
+                                                                 ultrafeedback_pairs=ultrafeedback_pairs)
     seen_ids: dict[str, int] = {}
     for line, row in rows:
         loaded.rows_read += 1
+        where = f"{source}, row {line}"
+        if convert is None and isinstance(row, dict):
+            loaded.format = _detect(row, where, detect_format)
+            convert = converter(loaded.format, seed=seed, ultrafeedback_pairs=ultrafeedback_pairs)
         try:
-            pair = _parse_row(row, default_id=str(loaded.rows_read - 1), where=f"{source}, row {line}")
+            if isinstance(row, dict) and convert is not None:
+                converted = convert(row, str(loaded.rows_read - 1), where)
+            else:
+                converted = [row]
+            parsed = [(_parse_row(r, default_id=str(loaded.rows_read - 1), where=where), r) for r in converted]
+        except SkipRow as skip:
+            loaded.skipped[skip.reason] += 1
+            continue
         except SeraInputError:
             if not skip_invalid:
                 raise
             loaded.skipped["invalid"] += 1
             continue
-        if pair.id in seen_ids:
-            raise SeraInputError(f"{source}, row {line}: field 'id': {pair.id!r} repeats row {seen_ids[pair.id]} "
-                                 "(ids must be unique)")
-        seen_ids[pair.id] = line
-        reason = degenerate_reason(pair)
-        if reason:
-            loaded.skipped[reason] += 1
-            continue
-        loaded.pairs.append(pair)
+        for pair, raw in parsed:
+            if pair.id in seen_ids:
+                raise SeraInputError(f"{where}: field 'id': {pair.id!r} repeats row {seen_ids[pair.id]} "
+                                     "(ids must be unique)")
+            seen_ids[pair.id] = line
+            reason = degenerate_reason(pair)
+            if reason:
+                loaded.skipped[reason] += 1
+                continue
+            extra = {k: raw[k] for k in ("rating_gap", "chosen_rating", "rejected_rating") if k in raw}
+            if extra:
+                loaded.meta[pair.id] = extra
+            loaded.pairs.append(pair)
     if not loaded.pairs:
         raise SeraInputError(f"{source}: no usable preference pairs ({loaded.rows_read} rows read, "
                              f"skipped: {dict(loaded.skipped) or 'none'})")
@@ -87,12 +121,37 @@ def is_conversational(pair: PreferencePair) -> bool:
     return isinstance(pair.prompt, list)
 
 
-def _read_rows(source: str, split: str) -> list[tuple[int, Any]]:
+def _detect(row: dict, where: str, detect) -> str:
+    if not ({"prompt", "chosen", "rejected"} & set(row)):
+        return detect(row, where)
+    try:
+        return detect(row, where)
+    except SeraInputError:
+        return "pairs"  # a pair with a missing field: validation names the field
+
+
+def _default_split(dataset_format: str) -> str:
+    from sera.formats import DEFAULT_SPLITS
+
+    return DEFAULT_SPLITS.get(dataset_format, "train")
+
+
+def _read_rows(source: str, split: str | None, dataset_format: str = "auto") -> list[tuple[int, Any]]:
     path = Path(source)
     if path.is_dir():
-        raise SeraInputError(f"{source}: is a directory; give a .jsonl, .json or .parquet file")
+        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            return _read_saved(path, split, dataset_format)
+        raise SeraInputError(f"{source}: is a directory; give a .jsonl, .json or .parquet file "
+                             "(or a folder written by datasets' save_to_disk)")
     if path.exists():
         suffix = path.suffix.lower()
+        if suffix == ".gz":
+            suffix = Path(path.stem).suffix.lower()
+            if suffix in (".jsonl", ".ndjson"):
+                return _read_jsonl(path)
+            if suffix == ".json":
+                return _read_json(path)
+            raise SeraInputError(f"{source}: unsupported file type (use .jsonl[.gz], .json[.gz] or .parquet)")
         if suffix in (".jsonl", ".ndjson"):
             return _read_jsonl(path)
         if suffix == ".json":
@@ -100,15 +159,21 @@ def _read_rows(source: str, split: str) -> list[tuple[int, Any]]:
         if suffix == ".parquet":
             return _read_parquet(path)
         raise SeraInputError(f"{source}: unsupported file type {suffix!r} (use .jsonl, .json or .parquet)")
-    if source.endswith((".jsonl", ".json", ".parquet")) or source.startswith((".", "/")):
+    if source.endswith((".jsonl", ".json", ".parquet", ".gz")) or source.startswith((".", "/")):
         raise SeraInputError(f"{source}: no such file")
-    return _read_hub(source, split)
+    return _read_hub(source, split, dataset_format)
+
+
+def _open_text(path: Path):
+    if path.suffix.lower() == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
     rows = []
     try:
-        with open(path, encoding="utf-8") as handle:
+        with _open_text(path) as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
@@ -116,15 +181,16 @@ def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
                     rows.append((number, json.loads(line)))
                 except json.JSONDecodeError as exc:
                     rows.append((number, _Malformed(f"malformed JSON ({exc.msg} at column {exc.colno})")))
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise SeraInputError(f"{path}: cannot read ({exc})") from exc
     return rows
 
 
 def _read_json(path: Path) -> list[tuple[int, Any]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
+        with _open_text(path) as handle:
+            data = json.loads(handle.read())
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise SeraInputError(f"{path}: cannot read ({exc})") from exc
     except json.JSONDecodeError as exc:
         raise SeraInputError(f"{path}: malformed JSON at line {exc.lineno}: {exc.msg}") from exc
@@ -145,15 +211,54 @@ def _read_parquet(path: Path) -> list[tuple[int, Any]]:
     return [(index + 1, row) for index, row in enumerate(table.to_pylist())]
 
 
-def _read_hub(name: str, split: str) -> list[tuple[int, Any]]:
+def _read_hub(name: str, split: str | None, dataset_format: str = "auto") -> list[tuple[int, Any]]:
     try:
         import datasets
 
+        if split is None:
+            names = datasets.get_dataset_split_names(name)
+            split = _pick_split(names, dataset_format)
         dataset = datasets.load_dataset(name, split=split)
+    except SeraInputError:
+        raise
     except Exception as exc:
         raise SeraInputError(f"{name}: not a local file, and loading it from the hub failed "
                              f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
     return [(index + 1, row) for index, row in enumerate(dataset)]
+
+
+def _read_saved(path: Path, split: str | None, dataset_format: str) -> list[tuple[int, Any]]:
+    """A folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`."""
+    try:
+        from datasets import DatasetDict, load_from_disk
+
+        data = load_from_disk(str(path))
+    except Exception as exc:
+        raise SeraInputError(f"{path}: cannot read the saved dataset ({_first_line(exc)})") from exc
+    if isinstance(data, DatasetDict):
+        names = list(data.keys())
+        if split is None:
+            split = _pick_split(names, dataset_format)
+        elif split not in names:
+            raise SeraInputError(f"{path}: no split {split!r} (available: {', '.join(names)})")
+        data = data[split]
+    return [(index + 1, row) for index, row in enumerate(data)]
+
+
+def _pick_split(names: list[str], dataset_format: str) -> str:
+    """The format's training split, else `train_prefs` or `train` if present, else the only split."""
+    for candidate in (_default_split(dataset_format), "train_prefs", "train"):
+        if candidate in names:
+            return candidate
+    if len(names) == 1:
+        return names[0]
+    raise SeraInputError(f"several splits ({', '.join(names)}) and none is a training split; "
+                         "choose one with --dataset-split")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
 
 
 class _Malformed:

@@ -32,7 +32,7 @@ from sera.errors import SeraInputError, SeraRuntimeError
 from sera.generation import SamplingParams, generate_completions
 from sera.io import append_jsonl, write_json, write_jsonl, write_yaml
 from sera.labellers import build_labeller, candidate_sequences, prompt_text
-from sera.models import load_model, load_tokenizer, save_model
+from sera.models import add_lora, iterate_view, load_model, load_tokenizer, lora_config, save_model
 from sera.progress import console
 from sera.rewards import ImplicitReward, margins
 from sera.run_dir import RunDirectory
@@ -42,13 +42,17 @@ from sera.tokenization import PairTokenizer, TokenizedPair
 from sera.training import train_pass
 
 
-def run(config: TrainConfig) -> dict:
-    """Run SeRA (or, with method="daa", the plain DAA) and return the summary it writes."""
-    run = SeraRun(config)
+def run(config: TrainConfig, resume: bool = False) -> dict:
+    """Run SeRA (or, with method="daa", the plain DAA) and return the summary it writes.
+
+    With `resume`, continue a run in `config.output_dir` after its last completed iteration.
+    """
+    run = SeraRun(config, resume=resume)
     if config.method == "daa":
-        run.train_plain_daa(epochs=config.iterations)
+        if not run.completed:
+            run.train_plain_daa(epochs=config.iterations)
         return run.finish()
-    for t in range(1, config.iterations + 1):
+    for t in range(run.completed + 1, config.iterations + 1):
         if t == 1 and config.warmup:
             run.train_iteration(t, run.offline)                          # warm-up on all offline pairs
         else:
@@ -77,24 +81,27 @@ class Example:
 class SeraRun:
     """State of one run and the steps of Algorithm 1."""
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
         self.config = config
         self.started = time.perf_counter()
         self.dir = RunDirectory(config.output_dir)
-        self._prepare_output_dir()
+        self._prepare_output_dir(resume)
         set_seed(config.seed)
         self.daa = get_daa(config.daa)
-        self.tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+        self.tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code,
+                                        gguf_file=config.gguf_file)
         self.pair_tokenizer = PairTokenizer(self.tokenizer, config.max_length)
-        loaded = load_pairs(config.dataset, split=config.dataset_split, skip_invalid=config.skip_invalid)
-        self.data_report = {"rows_read": loaded.rows_read, "skipped": Counter(loaded.skipped)}
+        loaded = load_pairs(config.dataset, split=config.dataset_split, skip_invalid=config.skip_invalid,
+                            dataset_format=config.dataset_format, seed=config.seed)
+        self.data_report = {"format": loaded.format, "rows_read": loaded.rows_read,
+                            "skipped": Counter(loaded.skipped)}
         examples = self._examples(loaded.pairs, self.data_report["skipped"])
         if not examples:
             raise SeraInputError(f"{config.dataset}: every pair's prompt is longer than --max-length "
                                  f"{config.max_length}")
         self.offline, self.validation = self._hold_out(examples)
         self.data_report.update(offline_pairs=len(self.offline), validation_pairs=len(self.validation))
-        self.policy = self._load(0)
+        self.policy = self._load_base()  # with --lora-r: the base wrapped in a fresh adapter (= the SFT model)
         self.bank = LogProbBank(self._load, config.scoring_batch_size)
         self.bank.hold(0, self.policy)
         self.reward = ImplicitReward(self.daa, config.beta, self.bank, config.reference)
@@ -105,7 +112,11 @@ class SeraRun:
         self._current: dict = {}
         self._crossfit: dict[str, float] | None = None
         self._guard_scores: dict[int, float] = {}
-        self._sft_review = self._review_iterate(0) if self.validation else {}
+        self.completed = 0  # iterations finished (and saved) so far
+        if resume and self.dir.state.exists():
+            self._restore(json.loads(self.dir.state.read_text(encoding="utf-8")))
+        else:
+            self._sft_review = self._review_iterate(0) if self.validation else {}
 
     # -- the steps of Algorithm 1 -------------------------------------------------------------
 
@@ -175,7 +186,7 @@ class SeraRun:
         final_iterate = self._final_iterate()
         last = self.iterations[-1]["iteration"]
         save_model(self.policy if final_iterate == last else self._load(final_iterate), self.tokenizer,
-                   self.dir.final_model)
+                   self.dir.final_model, merge=self.config.merge)
         summary = {
             "method": self.config.method, "daa": self.config.daa,
             "data": {**self.data_report, "skipped": dict(self.data_report["skipped"])},
@@ -184,7 +195,7 @@ class SeraRun:
             "guard": self.config.guard, "final_iterate": final_iterate,
             "final_model": str(self.dir.final_model),
             "warnings": self.warnings,
-            "seconds_total": time.perf_counter() - self.started,
+            "seconds_total": time.perf_counter() - self.started + self._seconds_before,
         }
         write_json(self.dir.summary, summary)
         return summary
@@ -401,8 +412,20 @@ class SeraRun:
         return examples
 
     def _load(self, index: int):
+        if self.config.lora_r:  # views of the one in-memory model: base (adapter off) or base + iterate's adapter
+            return iterate_view(self.policy, None if index == 0 else self.dir.model(index), f"iter_{index}")
         path = self.config.model if index == 0 else str(self.dir.model(index))
-        model = load_model(path, dtype=self.config.dtype, trust_remote_code=self.config.trust_remote_code)
+        model = load_model(path, dtype=self.config.dtype, trust_remote_code=self.config.trust_remote_code,
+                           gguf_file=self.config.gguf_file if index == 0 else None)
+        model.eval()
+        return model
+
+    def _load_base(self):
+        cfg = self.config
+        model = load_model(cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code, gguf_file=cfg.gguf_file)
+        if cfg.lora_r:
+            model = add_lora(model, lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules),
+                             {"model": cfg.model, "gguf_file": cfg.gguf_file})
         model.eval()
         return model
 
@@ -425,9 +448,38 @@ class SeraRun:
         self.iterations.append(entry)
         append_jsonl(self.dir.metrics, {"event": "iteration_end", **entry})
         self._current = {}
+        self.completed = t
+        self._save_state()
 
-    def _prepare_output_dir(self) -> None:
+    # -- resume ---------------------------------------------------------------------------------
+
+    def _save_state(self) -> None:
+        """Everything a resumed run needs beyond the saved iterate (written last, atomically)."""
+        write_json(self.dir.state, {
+            "completed": self.completed, "iterations": self.iterations, "warnings": self.warnings,
+            "sft_review": self._sft_review, "guard_scores": self._guard_scores, "crossfit": self._crossfit,
+            "seconds": time.perf_counter() - self.started + self._seconds_before})
+
+    def _restore(self, state: dict) -> None:
+        if self.config.lora_r and state["completed"]:
+            raise SeraInputError("--resume of a LoRA run is not supported yet; rerun it from the start")
+        self.completed, self.iterations, self.warnings = state["completed"], state["iterations"], state["warnings"]
+        self._sft_review, self._crossfit = state["sft_review"], state["crossfit"]
+        self._guard_scores = {int(k): v for k, v in state["guard_scores"].items()}
+        self._seconds_before = state["seconds"]
+        if self.completed and self.config.method != "daa":
+            self.policy = self._load(self.completed)
+            self.bank.hold(self.completed, self.policy)
+        append_jsonl(self.dir.metrics, {"event": "resumed", "after_iteration": self.completed})
+        console.print(f"resuming {self.dir.root} after iteration {self.completed}", highlight=False)
+
+    def _prepare_output_dir(self, resume: bool) -> None:
         root = self.dir.root
+        self._seconds_before = 0.0
+        if resume:
+            if self.dir.summary.exists():
+                raise SeraInputError(f"--resume {root}: the run already finished (summary.json)")
+            return
         if root.exists() and not root.is_dir():
             raise SeraInputError(f"--output-dir {root}: exists and is not a directory")
         if self.dir.summary.exists():

@@ -7,6 +7,7 @@
     OUT/iter_<t>/model/        the iterate after iteration t
     OUT/final/                 the model the run returns
     OUT/summary.json           per-iteration counts, margins, timings, losses
+    OUT/state.json             progress so far, for `sera train --resume OUT`
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ class RunDirectory:
     @property
     def summary(self) -> Path:
         return self.root / "summary.json"
+
+    @property
+    def state(self) -> Path:
+        """What a resumed run restores: completed iterations, their summaries, guard scores."""
+        return self.root / "state.json"
 
     @property
     def final_model(self) -> Path:

@@ -84,6 +84,7 @@ def train_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows:
             model=model, args=dpo_config(config, daa, epochs, scratch), train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer, callbacks=[_MetricsToJsonl(metrics_path, iteration), *callbacks],
         )
+        _drop_reference_adapter(trainer.model)
         output = trainer.train()
     loss = float(output.training_loss)
     if not math.isfinite(loss):
@@ -92,6 +93,15 @@ def train_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows:
     model.eval()
     return TrainResult(final_loss=_last_logged_loss(trainer, loss), steps=output.global_step,
                        seconds=time.perf_counter() - start)
+
+
+def _drop_reference_adapter(model) -> None:
+    """TRL copies a LoRA policy's adapter into a frozen `ref` adapter to serve as the reference. SeRA feeds
+    the reference log-probs itself (the base with the adapter disabled, scored once and cached), so
+    the copy would only cost memory and leak into saved checkpoints: remove it."""
+    peft_config = getattr(model, "peft_config", None)
+    if isinstance(peft_config, dict) and "ref" in peft_config and hasattr(model, "delete_adapter"):
+        model.delete_adapter("ref")
 
 
 def _last_logged_loss(trainer: DPOTrainer, fallback: float) -> float:

@@ -12,16 +12,20 @@ import random
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from sera.data import PreferencePair
+from sera.tokenization import PairTokenizer
 
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
-    return tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
+    """The prompt's token ids as `sera train` sees them (TRL's rules, :class:`sera.tokenization.PairTokenizer`)."""
+    return PairTokenizer(tokenizer, max_length=10**6).prompt_ids(prompt)
 
 
 def encode_example(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str) -> tuple[list[int], list[int]]:
-    """(input ids, labels) with the prompt masked out of the labels (-100)."""
-    prompt_ids = encode_prompt(tokenizer, prompt)
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return prompt_ids + response_ids, [-100] * len(prompt_ids) + response_ids
+    """(input ids, labels): the pair tokenization of `sera train` (response + EOS), prompt masked (-100)."""
+    pair = PreferencePair(id="sft", prompt=prompt, chosen=response, rejected=response)
+    tokens = PairTokenizer(tokenizer, max_length=10**6).pair(pair)
+    return tokens.prompt_ids + tokens.chosen_ids, [-100] * len(tokens.prompt_ids) + tokens.chosen_ids
 
 
 def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: list[tuple[str, str]], *,

@@ -4,8 +4,11 @@ A prompt is the unsorted letters followed by ``=`` (for example ``"dbcab="``); t
 is the same letters in alphabetical order (``"abbcd"``). Inputs vary in length, so answers do too,
 and a response can be too long (a duplicated letter), too short (a dropped one) or wrong in place.
 
-Gold reward, in [0, 1]: ``max(0, 1 - edit_distance(response, answer) / len(answer))`` — 1 for the
-exact answer, partial credit for each letter right, 0 for an answer as far off as an empty one.
+Gold reward, in [0, 1]: ``0.5 ** edit_distance(response, answer)`` — 1 for the exact answer, and
+each mistake (a letter inserted, dropped or replaced; a swap of two letters counts as two) halves it.
+
+Imperfect writers (the demonstrators the SFT policy learns from, and the "other models" whose
+responses appear in the offline preference pairs) are :func:`corrupt` with their own error profile.
 """
 
 from __future__ import annotations
@@ -45,10 +48,7 @@ def edit_distance(a: str, b: str) -> int:
 
 def gold_reward(prompt: str, response: str) -> float:
     """How correct `response` is for `prompt`, in [0, 1]."""
-    answer = solve(prompt)
-    if not answer:
-        return 1.0 if response == "" else 0.0
-    return max(0.0, 1.0 - edit_distance(response, answer) / len(answer))
+    return 0.5 ** edit_distance(response, solve(prompt))
 
 
 def sample_prompts(count: int, rng: random.Random, *, min_len: int = 4, max_len: int = 12,
@@ -64,3 +64,33 @@ def sample_prompts(count: int, rng: random.Random, *, min_len: int = 4, max_len:
             seen.add(prompt)
             prompts.append(prompt)
     return prompts
+
+
+ERROR_KINDS = ("stutter", "drop", "swap", "substitute")
+"""stutter: a letter written twice (longer); drop: a letter left out (shorter);
+swap: two neighbours exchanged; substitute: a letter replaced by another."""
+
+
+def corrupt(answer: str, num_errors: int, weights: dict[str, float], rng: random.Random) -> str:
+    """`answer` with `num_errors` mistakes, each of a kind drawn with `weights` (see ERROR_KINDS)."""
+    text = list(answer)
+    kinds = [k for k in ERROR_KINDS if weights.get(k, 0) > 0]
+    for _ in range(num_errors):
+        kind = rng.choices(kinds, weights=[weights[k] for k in kinds])[0]
+        if not text:
+            kind = "stutter"
+        if kind == "stutter":
+            if not text:
+                text.append(rng.choice(LETTERS))
+            else:
+                i = rng.randrange(len(text))
+                text.insert(i, text[i])
+        elif kind == "drop":
+            del text[rng.randrange(len(text))]
+        elif kind == "swap" and len(text) >= 2:
+            i = rng.randrange(len(text) - 1)
+            text[i], text[i + 1] = text[i + 1], text[i]
+        else:
+            i = rng.randrange(len(text))
+            text[i] = rng.choice([c for c in LETTERS if c != text[i]])
+    return "".join(text)
