@@ -1,0 +1,513 @@
+"""`sera demo`: does SeRA work? Measured in a world whose truth is known, on a CPU, in minutes.
+
+The world (:mod:`sera.worlds`): sort a short string of letters, graded by a programmatic gold
+reward; a tiny Llama-style SFT policy trained from scratch on imperfect demonstrations; offline
+preference pairs that are partly off-policy and labelled by an annotator with label noise and a
+preference for longer responses. On the same pairs the demo runs
+
+    plain DAA   T epochs on all offline pairs          sera.loop.run(method="daa")
+    SeRA-DAA    T iterations of Algorithm 1            sera.loop.run(method="sera")
+
+through `sera.loop.run`, the code path of `sera train`, and grades held-out prompts with the gold
+reward: mean gold reward, win rate against the SFT policy (ties count half), response length, and
+for SeRA, per iteration, what selection kept and dropped (flipped and length-driven labels) and
+how often its bootstrapped labels agree with the gold reward.
+
+beta is chosen per (DAA, method) on held-out validation prompts of the first seed's world, from
+the same grid and by the same rule (highest mean validation gold reward) for every method, then
+reused for every seed and noise level. Everything else is fixed and the same for both methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from sera.errors import SeraInputError
+from sera.io import read_jsonl, write_json
+from sera.worlds import World, WorldConfig, build_world, pairs_summary
+from sera.worlds.sorting import gold_reward
+
+DAAS = ("dpo", "ipo", "slic", "simpo")
+METHODS = ("daa", "sera")
+BETA_GRID = (0.05, 0.2, 1.0)  # the paper's search grid
+NOISE_SWEEP = (0.0, 0.2, 0.4)  # full mode, DPO only
+EVAL_SEED = 1234
+EVAL_TEMPERATURE = 1.0  # the policy as it is: one sample per prompt at temperature 1, fixed seed
+MAX_NEW_TOKENS = 28
+
+TRAIN_SETTINGS = dict(
+    iterations=3, selection_ratio=0.7, ensemble_gamma=0.3, num_samples=4, temperature=0.7, top_p=0.95,
+    learning_rate=5e-4, batch_size=16, grad_accum=1, max_new_tokens=MAX_NEW_TOKENS, max_length=64,
+    logging_steps=20, scoring_batch_size=256, generation_batch_size=256,
+)
+"""What every demo run shares (the rest are `sera train`'s defaults). The paper's T, K, N, gamma and
+sampling; the learning rate is sized for a 47k-parameter model trained from scratch (the paper's
+3e-6 is for pretrained 1B+ models) and is the same for every method."""
+
+
+@dataclass
+class DemoOptions:
+    output_dir: str
+    quick: bool = False
+    daa: str | None = None  # dpo | ipo | slic | simpo | all; default: dpo (quick), all (full)
+    seeds: str | list[int] | None = None  # default: 1 (quick), 1,2,3 (full)
+    noise: float = 0.3
+    length_bias: float = 0.2
+    off_policy: float = 0.5
+    betas: str | list[float] | None = None  # default: the paper's grid 0.05,0.2,1.0
+    noise_sweep: str | list[float] | None = None  # default: none (quick), 0,0.2,0.4 for DPO (full)
+    world: dict = field(default_factory=dict)  # overrides of WorldConfig sizes (tests use tiny worlds)
+    train: dict = field(default_factory=dict)  # overrides of TRAIN_SETTINGS (tests)
+
+    def resolve(self) -> "DemoOptions":
+        daas = parse_daas(self.daa if self.daa is not None else ("dpo" if self.quick else "all"))
+        seeds = parse_numbers(self.seeds if self.seeds is not None else ("1" if self.quick else "1,2,3"),
+                              int, "--seeds")
+        betas = parse_numbers(self.betas if self.betas is not None else ",".join(map(str, BETA_GRID)),
+                              float, "--betas")
+        if any(b <= 0 for b in betas):
+            raise SeraInputError("--betas: every beta must be positive")
+        sweep = self.noise_sweep
+        if sweep is None:
+            sweep = [] if self.quick or "dpo" not in daas else list(NOISE_SWEEP)
+        sweep = [n for n in parse_numbers(sweep, float, "--noise-sweep") if not math.isclose(n, self.noise)]
+        for name in ("noise", "length_bias", "off_policy"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise SeraInputError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
+        if any(not 0.0 <= n <= 1.0 for n in sweep):
+            raise SeraInputError("--noise-sweep: every noise rate must be in [0, 1]")
+        if not self.output_dir:
+            raise SeraInputError("--output-dir is required")
+        return replace(self, daa=",".join(daas), seeds=seeds, betas=betas, noise_sweep=sweep)
+
+
+def parse_daas(text: str) -> list[str]:
+    names = [t.strip().lower() for t in str(text).split(",") if t.strip()]
+    if names == ["all"]:
+        return list(DAAS)
+    bad = [n for n in names if n not in DAAS]
+    if not names or bad:
+        raise SeraInputError(f"--daa: {text!r} is not one of {', '.join(DAAS)}, all (or a comma-separated list)")
+    return list(dict.fromkeys(names))
+
+
+def parse_numbers(value, kind: type, flag: str) -> list:
+    items = value if isinstance(value, (list, tuple)) else [t for t in str(value).split(",") if t.strip()]
+    try:
+        numbers = [kind(str(v).strip()) if isinstance(v, str) else kind(v) for v in items]
+    except ValueError:
+        raise SeraInputError(f"{flag}: expected comma-separated {kind.__name__}s, got {value!r}") from None
+    if flag != "--noise-sweep" and not numbers:
+        raise SeraInputError(f"{flag}: give at least one value")
+    if kind is int and any(n < 0 for n in numbers):
+        raise SeraInputError(f"{flag}: seeds must be non-negative")
+    return list(dict.fromkeys(numbers))
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+
+def sample_responses(model, tokenizer, prompts: list[str], *, temperature: float = EVAL_TEMPERATURE,
+                     seed: int = EVAL_SEED) -> list[str]:
+    """One response per prompt (temperature 0 = greedy), reproducible for a given seed."""
+    from sera.generation import SamplingParams, generate_completions
+    from sera.worlds.sft import prompt_ids
+
+    params = SamplingParams(1, temperature, 1.0, MAX_NEW_TOKENS)
+    out = generate_completions(model, tokenizer, [prompt_ids(tokenizer, p) for p in prompts], params,
+                               batch_size=512, seed=seed, description="evaluating")
+    return [c[0].text for c in out]
+
+
+def grade(prompts: list[str], responses: list[str], baseline: list[str] | None = None) -> dict:
+    """Mean gold reward, exact-answer share, mean length and (with `baseline`) win rate, ties half."""
+    from sera.eval.winrate import win_rate
+
+    gold = np.array([gold_reward(p, r) for p, r in zip(prompts, responses)])
+    result = {"gold": float(gold.mean()), "exact": float((gold == 1.0).mean()),
+              "length": float(np.mean([len(r) for r in responses]))}
+    if baseline is not None:
+        base = np.array([gold_reward(p, r) for p, r in zip(prompts, baseline)])
+        result["win_rate_vs_sft"] = win_rate(np.sign(gold - base).astype(int).tolist())
+    return result
+
+
+class Evaluator:
+    """Grades models of one world on its validation and test prompts against its SFT policy."""
+
+    def __init__(self, world: World):
+        from sera.models import load_model, load_tokenizer
+
+        self.world = world
+        self.tokenizer = load_tokenizer(str(world.sft_dir))
+        sft = load_model(str(world.sft_dir))
+        self.sft_test = sample_responses(sft, self.tokenizer, world.test_prompts)
+        self.sft = {"test": grade(world.test_prompts, self.sft_test, self.sft_test),
+                    "validation": grade(world.validation_prompts,
+                                        sample_responses(sft, self.tokenizer, world.validation_prompts)),
+                    "test_greedy": grade(world.test_prompts,
+                                         sample_responses(sft, self.tokenizer, world.test_prompts, temperature=0))}
+
+    def model(self, path: Path, *, validation: bool = False, greedy: bool = False) -> dict:
+        from sera.models import load_model
+
+        model = load_model(str(path))
+        result = {"test": grade(self.world.test_prompts,
+                                sample_responses(model, self.tokenizer, self.world.test_prompts), self.sft_test)}
+        if validation:
+            result["validation"] = grade(self.world.validation_prompts,
+                                         sample_responses(model, self.tokenizer, self.world.validation_prompts))
+        if greedy:
+            result["test_greedy"] = grade(self.world.test_prompts, sample_responses(
+                model, self.tokenizer, self.world.test_prompts, temperature=0))
+        return result
+
+
+# ------------------------------------------------------------------------------------------- one run
+
+def train_run(world: World, run_dir: Path, *, method: str, daa: str, beta: float, seed: int,
+              overrides: dict) -> dict:
+    """`sera train` on the world's pairs (its output goes to run_dir/train.log); returns its summary."""
+    from sera.config import TrainConfig
+    from sera.loop import run
+
+    config = TrainConfig(model=str(world.sft_dir), dataset=str(world.pairs_path), output_dir=str(run_dir),
+                         method=method, daa=daa, beta=beta, seed=seed,
+                         **{**TRAIN_SETTINGS, **overrides}).validate()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / f"{run_dir.name}.log", "w", encoding="utf-8") as log, \
+            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        return run(config)
+
+
+def review_selection(run_dir: Path, meta: dict[str, dict], iterations: int) -> list[dict]:
+    """Per SeRA iteration: flipped / length-driven shares among kept vs dropped offline pairs, the margins,
+    and how often bootstrapped labels agree with the gold reward."""
+    rows = []
+    for t in range(2, iterations + 1):
+        path = run_dir / f"iter_{t}" / "selection.jsonl"
+        if not path.exists():
+            continue
+        selection = read_jsonl(path)
+        offline = [r for r in selection if r["source"] == "offline" and r["id"] in meta]
+        row: dict = {"iteration": t, "pool": len(selection), "offline_in_pool": len(offline)}
+        for name, keep in (("selected", True), ("dropped", False)):
+            group = [meta[r["id"]] for r in offline if r["selected"] == keep]
+            row[name] = {"offline": len(group),
+                         "generated": sum(r["source"] == "generated" and r["selected"] == keep for r in selection),
+                         "flipped": _share(group, "flipped"), "length_driven": _share(group, "length_driven")}
+        row["pool_flipped"] = _share([meta[r["id"]] for r in offline], "flipped")
+        row["pool_length_driven"] = _share([meta[r["id"]] for r in offline], "length_driven")
+        generated = read_jsonl(run_dir / f"iter_{t}" / "generated.jsonl") if (
+            run_dir / f"iter_{t}" / "generated.jsonl").exists() else []
+        agree = [gold_reward(g["prompt"], g["chosen"]) > gold_reward(g["prompt"], g["rejected"]) for g in generated
+                 if gold_reward(g["prompt"], g["chosen"]) != gold_reward(g["prompt"], g["rejected"])]
+        row["generated_pairs"] = len(generated)
+        row["generated_label_agrees_with_gold"] = float(np.mean(agree)) if agree else None
+        row["generated_chosen_longer"] = float(np.mean([len(g["chosen"]) > len(g["rejected"]) for g in generated])
+                                               ) if generated else None
+        rows.append(row)
+    return rows
+
+
+def _share(rows: list[dict], key: str) -> float | None:
+    return float(np.mean([r[key] for r in rows])) if rows else None
+
+
+# ------------------------------------------------------------------------------------------- the demo
+
+def run_demo(options: DemoOptions, *, log=print) -> dict:
+    """Build the worlds, pick beta on validation, run DAA and SeRA, grade, write results.json and plots."""
+    import torch
+
+    options = options.resolve()
+    out = Path(options.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    if not torch.cuda.is_available():
+        torch.set_num_threads(1)  # a 47k-parameter model gains nothing from intra-op threads; they spin on a busy CPU
+    try:
+        return _run_demo(options, out, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_demo(options: DemoOptions, out: Path, log) -> dict:
+    start = time.perf_counter()
+    daas = options.daa.split(",")
+    iterations = {**TRAIN_SETTINGS, **options.train}["iterations"]
+    worlds: dict[tuple[float, int], tuple[World, Evaluator]] = {}
+
+    def world_for(noise: float, seed: int) -> tuple[World, Evaluator]:
+        if (noise, seed) not in worlds:
+            config = WorldConfig(seed=seed, noise=noise, length_bias=options.length_bias,
+                                 off_policy=options.off_policy, **options.world).validate()
+            world = build_world(config, out / "worlds" / f"noise{noise:g}-seed{seed}", log=log)
+            evaluator = Evaluator(world)
+            log(f"world noise={noise:g} seed={seed}: SFT gold {evaluator.sft['test']['gold']:.3f} "
+                f"(greedy {evaluator.sft['test_greedy']['gold']:.3f}) on {len(world.test_prompts)} test prompts")
+            worlds[(noise, seed)] = (world, evaluator)
+        return worlds[(noise, seed)]
+
+    runs: list[dict] = []
+
+    def do_run(noise: float, seed: int, daa: str, method: str, beta: float, validation: bool) -> dict:
+        world, evaluator = world_for(noise, seed)
+        name = f"{method}-{daa}-beta{beta:g}"
+        run_dir = out / "runs" / f"noise{noise:g}-seed{seed}" / name
+        t0 = time.perf_counter()
+        summary = train_run(world, run_dir, method=method, daa=daa, beta=beta, seed=seed, overrides=options.train)
+        per_iteration = [{"iteration": t, **evaluator.model(run_dir / f"iter_{t}" / "model")["test"]}
+                         for t in range(1, iterations)]
+        final = evaluator.model(run_dir / "final", validation=validation, greedy=True)
+        per_iteration.append({"iteration": iterations, **final["test"]})
+        record = {"noise": noise, "seed": seed, "daa": daa, "method": method, "beta": beta,
+                  "run_dir": str(run_dir.relative_to(out)), **final, "per_iteration": per_iteration,
+                  "train_seconds": summary.get("seconds_total"), "warnings": summary.get("warnings", []),
+                  "wall_seconds": time.perf_counter() - t0}
+        if method == "sera":
+            record["selection"] = review_selection(run_dir, world.meta(), iterations)
+        runs.append(record)
+        val = f", val gold {final['validation']['gold']:.3f}" if validation else ""
+        log(f"  {method:4s} {daa:5s} beta={beta:<4g} noise={noise:g} seed={seed}: test gold {final['test']['gold']:.3f}, "
+            f"win vs SFT {final['test']['win_rate_vs_sft']:.3f}, length {final['test']['length']:.1f}{val} "
+            f"({record['wall_seconds']:.0f}s)")
+        return record
+
+    # 1. beta per (DAA, method) on the validation prompts of the first seed's world, same grid and rule for all
+    first = options.seeds[0]
+    chosen_beta: dict[str, dict] = {}
+    for daa in daas:
+        for method in METHODS:
+            scores = {}
+            for beta in options.betas:
+                record = do_run(options.noise, first, daa, method, beta, validation=True)
+                scores[beta] = record["validation"]["gold"]
+            best = max(options.betas, key=lambda b: (scores[b], -options.betas.index(b)))
+            chosen_beta[f"{method}-{daa}"] = {"chosen": best, "validation_gold": {str(b): s for b, s in scores.items()}}
+            if len(options.betas) > 1:
+                log(f"beta for {method}-{daa}: {best:g} (validation gold " +
+                    ", ".join(f"{b:g}: {s:.3f}" for b, s in scores.items()) + ")")
+
+    # 2. the remaining seeds, and the noise sweep (DPO), with the chosen betas
+    for seed in options.seeds[1:]:
+        for daa in daas:
+            for method in METHODS:
+                do_run(options.noise, seed, daa, method, chosen_beta[f"{method}-{daa}"]["chosen"], validation=False)
+    for noise in options.noise_sweep:
+        for seed in options.seeds:
+            for method in METHODS:
+                do_run(noise, seed, "dpo", method, chosen_beta[f"{method}-dpo"]["chosen"], validation=False)
+
+    results = _results(options, runs, chosen_beta, worlds, time.perf_counter() - start)
+    write_json(out / "results.json", results)
+    plots = write_plots(results, out)
+    results["plots"] = [str(p.name) for p in plots]
+    write_json(out / "results.json", results)
+    log("")
+    log(format_table(results))
+    log(f"\nresults: {out / 'results.json'}; plots: {', '.join(str(out / p) for p in results['plots'])}")
+    return results
+
+
+def _results(options: DemoOptions, runs: list[dict], chosen_beta: dict, worlds: dict, seconds: float) -> dict:
+    chosen = [r for r in runs if r["beta"] == chosen_beta[f"{r['method']}-{r['daa']}"]["chosen"]]
+    table = []
+    for noise in [options.noise, *options.noise_sweep]:
+        sft = [ev.sft for (n, _), (_, ev) in sorted(worlds.items()) if n == noise]
+        if not sft:
+            continue
+        table.append({"noise": noise, "daa": "-", "method": "sft", "beta": None, "seeds": len(sft),
+                      **_stats([s["test"] for s in sft], [s["test_greedy"] for s in sft])})
+        for daa in options.daa.split(","):
+            for method in METHODS:
+                group = [r for r in chosen if r["noise"] == noise and r["daa"] == daa and r["method"] == method]
+                if group:
+                    table.append({"noise": noise, "daa": daa, "method": method, "beta": group[0]["beta"],
+                                  "seeds": len(group), **_stats([r["test"] for r in group],
+                                                                [r["test_greedy"] for r in group])})
+        for daa in options.daa.split(","):
+            pairs = {}
+            for r in chosen:
+                if r["noise"] == noise and r["daa"] == daa:
+                    pairs.setdefault(r["seed"], {})[r["method"]] = r["test"]["gold"]
+            diffs = [p["sera"] - p["daa"] for p in pairs.values() if len(p) == 2]
+            if diffs:
+                table_row = next(t for t in table if t["noise"] == noise and t["daa"] == daa and t["method"] == "sera")
+                table_row["gold_minus_daa"] = _mean_std(diffs)
+    world_info = {}
+    for (noise, seed), (world, evaluator) in sorted(worlds.items()):
+        info = json.loads((world.root / "world.json").read_text(encoding="utf-8"))
+        world_info[f"noise{noise:g}-seed{seed}"] = {
+            "sft": evaluator.sft, "pairs": info["pairs"], "pairs_truth": info["pairs_summary"],
+            "demonstration_gold": info["demonstration_gold"], "sft_seconds": info["sft_seconds"]}
+    any_world = next(iter(worlds.values()))[0]
+    return {
+        "command": " ".join(["sera", *map(shlex.quote, sys.argv[1:])]) if Path(sys.argv[0]).name == "sera" else None,
+        "mode": "quick" if options.quick else "full",
+        "options": {k: v for k, v in asdict(options).items() if k not in ("output_dir",)},
+        "world": asdict(replace(any_world.config, seed=None, noise=None)),
+        "train_settings": {**TRAIN_SETTINGS, **options.train, "other": "sera train defaults (paper's Algorithm 1)"},
+        "evaluation": {"test_prompts": len(any_world.test_prompts),
+                       "validation_prompts": len(any_world.validation_prompts),
+                       "sampling": f"1 sample per prompt, temperature {EVAL_TEMPERATURE}, seed {EVAL_SEED}",
+                       "win_rate": "gold reward of the method's response vs the SFT policy's, ties count half",
+                       "beta_selection": "per (DAA, method): highest mean validation gold reward over the grid, "
+                                         "on the first seed's world at the main noise level; reused for all seeds "
+                                         "and noise levels"},
+        "beta": chosen_beta,
+        "table": table,
+        "worlds": world_info,
+        "runs": runs,
+        "wall_seconds": seconds,
+    }
+
+
+def _mean_std(values: list[float]) -> dict:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else None}
+
+
+def _stats(tests: list[dict], greedy: list[dict]) -> dict:
+    return {"gold": _mean_std([t["gold"] for t in tests]),
+            "win_rate_vs_sft": _mean_std([t["win_rate_vs_sft"] for t in tests]),
+            "length": _mean_std([t["length"] for t in tests]),
+            "exact": _mean_std([t["exact"] for t in tests]),
+            "greedy_gold": _mean_std([g["gold"] for g in greedy])}
+
+
+def _fmt(stat: dict | None, digits: int = 3) -> str:
+    if not stat:
+        return "-"
+    text = f"{stat['mean']:.{digits}f}"
+    return text + (f" ± {stat['std']:.{digits}f}" if stat.get("std") is not None else "")
+
+
+def format_table(results: dict, markdown: bool = False) -> str:
+    """The results table: one row per (noise, DAA, method), mean ± std over seeds."""
+    header = ["noise", "DAA", "method", "beta", "seeds", "gold reward", "win rate vs SFT", "length",
+              "exact", "greedy gold", "SeRA - DAA (gold)"]
+    rows = [[f"{r['noise']:g}", r["daa"], r["method"], "-" if r["beta"] is None else f"{r['beta']:g}",
+             str(r["seeds"]), _fmt(r["gold"]), _fmt(r["win_rate_vs_sft"]), _fmt(r["length"], 2), _fmt(r["exact"]),
+             _fmt(r["greedy_gold"]), _signed(r.get("gold_minus_daa"))] for r in results["table"]]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines + _selection_lines(results))
+
+
+def _signed(stat: dict | None) -> str:
+    if not stat:
+        return ""
+    text = f"{stat['mean']:+.3f}"
+    return text + (f" ± {stat['std']:.3f}" if stat.get("std") is not None else "")
+
+
+def _selection_lines(results: dict) -> list[str]:
+    """Mean over seeds of SeRA's selection review at the main noise level."""
+    lines = []
+    main_noise = results["options"]["noise"]
+    beta = results["beta"]
+    for daa in results["options"]["daa"].split(","):
+        group = [r for r in results["runs"] if r["method"] == "sera" and r["daa"] == daa and r["noise"] == main_noise
+                 and r["beta"] == beta[f"sera-{daa}"]["chosen"]]
+        if not group or not group[0].get("selection"):
+            continue
+        lines.append(f"\nSeRA-{daa} selection (offline pairs; mean over {len(group)} seed(s)):")
+        for index, row in enumerate(group[0]["selection"]):
+            rows = [g["selection"][index] for g in group if len(g["selection"]) > index]
+
+            def avg(get):
+                values = [v for v in (get(r) for r in rows) if v is not None]
+                return f"{np.mean(values):.2f}" if values else "-"
+            lines.append(
+                f"  iteration {row['iteration']}: flipped {avg(lambda r: r['selected']['flipped'])} kept vs "
+                f"{avg(lambda r: r['dropped']['flipped'])} dropped (pool {avg(lambda r: r['pool_flipped'])}); "
+                f"length-driven {avg(lambda r: r['selected']['length_driven'])} kept vs "
+                f"{avg(lambda r: r['dropped']['length_driven'])} dropped (pool "
+                f"{avg(lambda r: r['pool_length_driven'])}); bootstrapped labels agree with gold "
+                f"{avg(lambda r: r['generated_label_agrees_with_gold'])}")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------- plots
+
+def write_plots(results: dict, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    main_noise = results["options"]["noise"]
+    daas = results["options"]["daa"].split(",")
+    beta = results["beta"]
+
+    # gold reward per iteration, DAA vs SeRA (iteration 0 = SFT), mean ± std over seeds
+    fig, axes = plt.subplots(1, len(daas), figsize=(4.2 * len(daas), 3.4), squeeze=False)
+    sft_gold = np.mean([w["sft"]["test"]["gold"] for k, w in results["worlds"].items()
+                        if k.startswith(f"noise{main_noise:g}-")])
+    for ax, daa in zip(axes[0], daas):
+        for method, colour in (("daa", "tab:blue"), ("sera", "tab:red")):
+            group = [r for r in results["runs"] if r["daa"] == daa and r["method"] == method
+                     and r["noise"] == main_noise and r["beta"] == beta[f"{method}-{daa}"]["chosen"]]
+            if not group:
+                continue
+            curves = np.array([[sft_gold] + [p["gold"] for p in r["per_iteration"]] for r in group])
+            x = np.arange(curves.shape[1])
+            label = f"{daa.upper()} ({'epochs' if method == 'daa' else 'SeRA iterations'}), beta {group[0]['beta']:g}"
+            ax.errorbar(x, curves.mean(0), yerr=curves.std(0) if len(group) > 1 else None, color=colour,
+                        marker="o", capsize=3, label=label)
+        ax.axhline(sft_gold, color="grey", linestyle=":", label="SFT")
+        ax.set_xlabel("iteration / epoch")
+        ax.set_ylabel("gold reward (test)")
+        ax.set_title(f"{daa.upper()}: noise {main_noise:g}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out / "gold_per_iteration.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    # IRM histogram at the first selection, offline pairs split by clean / flipped label, cut marked
+    sera_runs = [r for r in results["runs"] if r["method"] == "sera" and r["noise"] == main_noise
+                 and r["beta"] == beta[f"sera-{r['daa']}"]["chosen"] and r["seed"] == results["options"]["seeds"][0]]
+    sera_runs = [r for r in sera_runs if (out / r["run_dir"] / "iter_2" / "selection.jsonl").exists()]
+    if sera_runs:
+        fig, axes = plt.subplots(1, len(sera_runs), figsize=(4.2 * len(sera_runs), 3.4), squeeze=False)
+        for ax, run in zip(axes[0], sera_runs):
+            run_dir = out / run["run_dir"]
+            world_dir = out / "worlds" / f"noise{run['noise']:g}-seed{run['seed']}"
+            meta = {m["id"]: m for m in read_jsonl(world_dir / "pairs_meta.jsonl")}
+            selection = read_jsonl(run_dir / "iter_2" / "selection.jsonl")
+            kept = [r["margin"] for r in selection if r["selected"]]
+            clean = [r["margin"] for r in selection if r["source"] == "offline" and not meta[r["id"]]["flipped"]]
+            flipped = [r["margin"] for r in selection if r["source"] == "offline" and meta[r["id"]]["flipped"]]
+            generated = [r["margin"] for r in selection if r["source"] == "generated"]
+            values = clean + flipped + generated
+            bins = np.linspace(np.percentile(values, 1), np.percentile(values, 99), 40)
+            ax.hist(clean, bins=bins, alpha=0.55, color="tab:green", label=f"offline, clean ({len(clean)})")
+            ax.hist(flipped, bins=bins, alpha=0.55, color="tab:red", label=f"offline, flipped ({len(flipped)})")
+            if generated:
+                ax.hist(generated, bins=bins, histtype="step", color="black", label=f"bootstrapped ({len(generated)})")
+            if kept and len(kept) < len(selection):
+                ax.axvline(min(kept), color="black", linestyle="--", label="selection cut (keep right)")
+            ax.set_xlabel("implicit reward margin (r_ens), iteration 2")
+            ax.set_ylabel("pairs")
+            ax.set_title(f"SeRA-{run['daa'].upper()}, beta {run['beta']:g}, seed {run['seed']}")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(out / "irm_histogram.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths
