@@ -1,4 +1,7 @@
-"""Atomic writes: a reader (or a crash) never sees a half-written output file."""
+"""Atomic writes: a reader (or a crash) never sees a half-written output file.
+
+In a multi-process run only rank 0 writes (see :mod:`sera.distributed`).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +14,13 @@ from typing import Any
 
 import yaml
 
+from sera import distributed
 from sera.errors import SeraRuntimeError
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    if not distributed.is_main():
+        return
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +56,8 @@ def write_yaml(path: Path, obj: Any) -> None:
 
 def append_jsonl(path: Path, row: dict) -> None:
     """Append one line (logs only: a torn last line is tolerated by readers of logs)."""
+    if not distributed.is_main():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as handle:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from transformers import TrainerCallback, set_seed
 
+from sera import distributed
 from sera.bootstrap import as_response, make_pairs
 from sera.config import TrainConfig
 from sera.daa import get_daa
@@ -82,6 +83,7 @@ class SeraRun:
     """State of one run and the steps of Algorithm 1."""
 
     def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+        distributed.init()
         self.config = config
         self.started = time.perf_counter()
         self.dir = RunDirectory(config.output_dir)
@@ -126,9 +128,8 @@ class SeraRun:
         params = SamplingParams(self.config.num_samples, self.config.temperature, self.config.top_p,
                                 self.config.max_new_tokens)
         start = time.perf_counter()
-        samples = generate_completions(self.policy, self.tokenizer, [ids for _, _, ids in prompts], params,
-                                       batch_size=self.config.generation_batch_size, seed=self.config.seed + t,
-                                       description=f"iteration {t}: sampling")
+        samples = self._generate([ids for _, _, ids in prompts], params, seed=self.config.seed + t,
+                                 description=f"iteration {t}: sampling")
         self._current["seconds_generating"] = time.perf_counter() - start
         scoring_before = self.bank.seconds
         texts = [[c.text for c in s] for s in samples]
@@ -173,6 +174,7 @@ class SeraRun:
         result = self._train(self.policy, examples, epochs=1, iteration=t,
                              reference=self.reward.reference_index(t))
         save_model(self.policy, self.tokenizer, self.dir.model(t))
+        distributed.barrier()
         self._end_iteration(t, result)
 
     def train_plain_daa(self, epochs: int) -> None:
@@ -311,10 +313,17 @@ class SeraRun:
         prompts = _distinct_prompts(self.validation)
         ids = [self.pair_tokenizer.prompt_ids(p) for p in prompts]
         params = SamplingParams(num_samples=1, temperature=0.0, top_p=1.0, max_new_tokens=self.config.max_new_tokens)
-        completions = generate_completions(self.policy, self.tokenizer, ids, params,
-                                           batch_size=self.config.generation_batch_size, description="reviewing")
+        completions = self._generate(ids, params, seed=self.config.seed, description="reviewing")
         self._validation_texts = (prompts, [c[0].text for c in completions])
         return [c[0] for c in completions]
+
+    def _generate(self, prompt_ids: list[list[int]], params: SamplingParams, *, seed: int, description: str):
+        """Sample from the policy; in a multi-process run each rank samples its share of the prompts."""
+        mine = distributed.shard(len(prompt_ids))
+        samples = generate_completions(self.policy, self.tokenizer, [prompt_ids[i] for i in mine], params,
+                                       batch_size=self.config.generation_batch_size,
+                                       seed=seed + 7919 * distributed.rank(), description=description)
+        return distributed.gather(mine, samples, len(prompt_ids))
 
     def _guard_score(self, t: int, responses, review: dict) -> float | None:
         guard = self.config.guard
@@ -487,7 +496,8 @@ class SeraRun:
                                  "choose a new directory")
         try:
             root.mkdir(parents=True, exist_ok=True)
-            self.dir.metrics.unlink(missing_ok=True)
+            if distributed.is_main():
+                self.dir.metrics.unlink(missing_ok=True)
             write_yaml(self.dir.config, self.config.to_dict())
         except OSError as exc:
             raise SeraInputError(f"--output-dir {root}: cannot write ({exc.strerror})") from exc
@@ -503,6 +513,7 @@ class _SaveEachEpoch(TrainerCallback):
         epoch = round(state.epoch or 0)
         if epoch >= 1:
             save_model(self.run.policy, self.run.tokenizer, self.run.dir.model(epoch))
+            distributed.barrier()
 
 
 def _kept_stats(pool: list[Example], keep: np.ndarray) -> dict:

@@ -18,6 +18,7 @@ import torch
 from transformers.utils import logging as hf_logging
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from sera import distributed
 from sera.errors import SeraInputError, SeraRuntimeError
 
 # Loading and saving a checkpoint is a matter of seconds; per-shard bars only bury SeRA's own output.
@@ -113,6 +114,8 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, direc
     A LoRA policy (a PeftModel, or an :class:`AdapterView` of one) saves its adapter only
     (`adapter_model.safetensors`, `adapter_config.json`, and `sera_base.json` naming the base), unless
     `merge`: then the base with the adapter merged in, as a plain model. The policy is not modified."""
+    if not distributed.is_main():  # one writer; callers `distributed.barrier()` before reading it back
+        return
     directory = Path(directory)
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)

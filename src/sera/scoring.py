@@ -2,7 +2,10 @@
 
 Every implicit reward SeRA computes comes from here. Sequences are sorted by length so a batch
 wastes little padding, and log-probs are taken with TRL's fused LM head on response positions
-only -- the same kernel the trainer's loss uses. Each model's results are cached by token
+only -- the same kernel the trainer's loss uses. (On a device without Triton, TRL's head projects
+every position, prompt and padding included, through 4096 x 32768 fp32 tiles; scoring switches it
+to response positions and cache-sized tiles there, see :func:`compact_lm_head`: same kernel, same
+values, ~1.5x faster on CPU -- `docs/performance.md`.) Each model's results are cached by token
 sequence, so a fixed reference is scored once per distinct (prompt, response) for the whole run,
 and an iterate's scores are reused when the next iteration ensembles it.
 """
@@ -10,13 +13,21 @@ and an iterate's scores are reused when the next iteration ensembles it.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 from transformers import PreTrainedModel
+import trl.trainer.utils as _trl_utils
 from trl.trainer.utils import add_fused_lm_head
 
+try:
+    import trl.kernels.chunked_logprob as _trl_kernel
+except ImportError:  # pragma: no cover - other TRL layouts: the head then runs as TRL ships it
+    _trl_kernel = None
+
+from sera import distributed
 from sera.progress import track
 from sera.tokenization import sequence_key
 
@@ -24,14 +35,62 @@ Sequence = tuple[list[int], list[int]]
 """(prompt_ids, completion_ids)"""
 
 
+CPU_TOKEN_TILE = 1024
+CPU_VOCAB_TILE = 8192
+"""Tile of the fused LM head on devices without Triton: 1024 x 8192 fp32 = 32 MiB, instead of TRL's 512 MiB."""
+
+
+@contextmanager
+def compact_lm_head(device: torch.device | str, *, token_tile: int = CPU_TOKEN_TILE,
+                    vocab_tile: int = CPU_VOCAB_TILE) -> Iterator[None]:
+    """Within this context, TRL's fused LM head projects response positions only, in small tiles, on a
+    device without Triton (CPU). TRL projects every position there (to keep tile shapes fixed for
+    compilers such as Neuron's); on CPU that wastes the prompt's and the padding's share of the head,
+    and its 512 MiB tiles thrash the cache. The per-token arithmetic is TRL's own (`_forward_tile`,
+    and its backward under autograd), so the values and gradients are unchanged. On CUDA/XPU with Triton
+    TRL is already compact, and the context does nothing. It patches TRL module globals and restores
+    them on exit; it is not thread-safe."""
+    device = torch.device(device)
+    if _trl_kernel is None or _trl_utils._use_triton(device) or not hasattr(_trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE") \
+            or not hasattr(_trl_kernel, "TOKEN_CHUNK_SIZE"):
+        yield
+        return
+    saved = (_trl_utils._use_triton, _trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE, _trl_kernel.TOKEN_CHUNK_SIZE)
+    original_use_triton = saved[0]
+    # Only the trainer-side `compact` decision is switched; the kernel module keeps its own `_use_triton`
+    # and so folds tiles with torch ops, as it does on this device anyway.
+    _trl_utils._use_triton = lambda d: True if torch.device(d).type == device.type else original_use_triton(d)
+    _trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = vocab_tile
+    _trl_kernel.TOKEN_CHUNK_SIZE = token_tile
+    try:
+        yield
+    finally:
+        _trl_utils._use_triton, _trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE, _trl_kernel.TOKEN_CHUNK_SIZE = saved
+
+
 @torch.no_grad()
 def sequence_logps(model: PreTrainedModel, sequences: list[Sequence], *, batch_size: int = 16,
-                   description: str = "scoring") -> np.ndarray:
-    """Sum of log pi(completion | prompt) over completion tokens, for each sequence (float64)."""
+                   description: str = "scoring", compact_head: bool = True) -> np.ndarray:
+    """Sum of log pi(completion | prompt) over completion tokens, for each sequence (float64).
+
+    `compact_head=False` runs TRL's fused head exactly as TRL ships it (for benchmarks)."""
     _ensure_fused_head(model)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    with compact_lm_head(device) if compact_head else _nothing():
+        result = _score_sorted(model, sequences, batch_size, description, device)
+    model.train(was_training)
+    return result
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _score_sorted(model, sequences: list[Sequence], batch_size: int, description: str,
+                  device: torch.device) -> np.ndarray:
     pad_id = model.config.get_text_config().pad_token_id or 0
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]) + len(sequences[i][1]))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
@@ -42,7 +101,6 @@ def sequence_logps(model: PreTrainedModel, sequences: list[Sequence], *, batch_s
                     labels=labels.to(device), fused_lm_head=True, use_cache=False)
         logps = out.log_probs.float().sum(dim=1).cpu().numpy()
         result[batch] = logps
-    model.train(was_training)
     return result
 
 
@@ -95,9 +153,11 @@ class LogProbBank:
             loaded = model is None
             if loaded:
                 model = self._load(index)
-            values = sequence_logps(model, list(missing.values()), batch_size=self._batch_size,
+            todo = list(missing.values())
+            mine = distributed.shard(len(todo))  # each process scores its share; all get every value
+            values = sequence_logps(model, [todo[i] for i in mine], batch_size=self._batch_size,
                                     description=f"scoring with {'SFT' if index == 0 else f'iterate {index}'}")
-            cache.update(zip(missing.keys(), values.tolist()))
+            cache.update(zip(missing.keys(), distributed.gather(mine, values.tolist(), len(todo))))
             if loaded:
                 del model
                 gc.collect()

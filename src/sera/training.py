@@ -69,7 +69,7 @@ def _dpo_config(config: TrainConfig, daa: DAA, epochs: int, output_dir: str, use
         loss_type=[daa.loss_type], max_length=None, precompute_ref_log_probs=True,
         gradient_checkpointing=config.gradient_checkpointing, bf16=use_bf16, fp16=False,
         logging_steps=config.logging_steps, save_strategy="no", report_to=[], seed=config.seed,
-        data_seed=config.seed, dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
+        data_seed=config.seed, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(), dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=False,
     )
 
