@@ -150,3 +150,14 @@ def test_real_process_exit_code_and_no_traceback(tmp_path, tiny_model_dir):
     assert result.returncode == 2
     assert "bad.jsonl, row 2: field 'rejected' is missing" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_chat_format_pairs_run_end_to_end(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    path = write_jsonl(tmp_path / "chat.jsonl", make_pairs(12, chat=True))
+    out = tmp_path / "run"
+    code, output = run_cli(["train", "--model", str(tiny_model_dir), "--dataset", str(path), "--output-dir", str(out),
+                            "--iterations", "2", *FAST], monkeypatch, capsys)
+    assert code == 0, output
+    generated = read_jsonl(out / "iter_2" / "generated.jsonl")
+    assert generated and all(row["chosen"][0]["role"] == "assistant" for row in generated)
+    assert isinstance(generated[0]["prompt"], list)
