@@ -36,6 +36,61 @@ class SeraDPOTrainer(DPOTrainer):
         return dataset
 
 
+class LabelSmoothedDPOTrainer(SeraDPOTrainer):
+    """SeraDPOTrainer whose rows also carry a per-pair `label_smoothing` eps (SPA's refined labels).
+
+    Each pair's loss is the conservative (label-smoothed) DPO loss
+        -(1 - eps) log sigmoid(beta d) - eps log sigmoid(-beta d),   d = log-ratio chosen - log-ratio rejected,
+    which equals TRL's sigmoid loss -log sigmoid(beta d) plus eps * beta * d (as log sigmoid(-x) =
+    log sigmoid(x) - x). TRL computes the first term, this class adds the second from the same forward pass
+    (its summed response log-probs are read back from the model's output), so eps = 0 is TRL's loss exactly.
+    TRL's own `label_smoothing` is one eps for every pair; this one is per pair. Plain DPO only."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if (self.loss_types != ["sigmoid"] or list(self.loss_weights) != [1.0] or self.f_divergence_type != "reverse_kl"
+                or self.ld_alpha is not None or self.use_weighting or self.label_smoothing != 0.0):
+            raise ValueError("per-pair label smoothing needs TRL's plain sigmoid (DPO) loss")
+        self.data_collator = _WithLabelSmoothing(self.data_collator)
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if "label_smoothing" not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, "label_smoothing"]
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        eps = inputs.pop("label_smoothing", None)
+        if eps is None:
+            return super()._compute_loss(model, inputs, return_outputs)
+        captured = {}
+        hook = model.register_forward_hook(lambda module, args, output: captured.setdefault("output", output))
+        try:
+            result = super()._compute_loss(model, inputs, return_outputs)
+        finally:
+            hook.remove()
+        seq_len = inputs["completion_mask"].size(1) - 1
+        logps = captured["output"].log_probs[:, -seq_len:].sum(dim=1)
+        chosen_logps, rejected_logps = logps.chunk(2, dim=0)
+        delta = (chosen_logps - inputs["ref_chosen_logps"]) - (rejected_logps - inputs["ref_rejected_logps"])
+        smoothing_term = (eps.to(delta.dtype) * self.beta * delta).mean()
+        if return_outputs:
+            return result[0] + smoothing_term, result[1]
+        return result + smoothing_term
+
+
+class _WithLabelSmoothing:
+    """TRL's preference collator, plus a `label_smoothing` tensor when the rows carry one."""
+
+    def __init__(self, collator) -> None:
+        self.collator = collator
+
+    def __call__(self, examples):
+        batch = self.collator(examples)
+        if examples and "label_smoothing" in examples[0]:
+            batch["label_smoothing"] = torch.tensor([float(e["label_smoothing"]) for e in examples])
+        return batch
+
+
 @dataclass
 class TrainResult:
     final_loss: float
@@ -77,10 +132,12 @@ def _dpo_config(config: TrainConfig, daa: DAA, epochs: int, output_dir: str, use
 def train_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict],
                config: TrainConfig, daa: DAA, *, epochs: int, iteration: int | str, metrics_path: Path,
                callbacks: list[TrainerCallback] = ()) -> TrainResult:
-    """Train `model` in place on `rows` (prompt_ids, chosen_ids, rejected_ids, ref_*_logps)."""
+    """Train `model` in place on `rows` (prompt_ids, chosen_ids, rejected_ids, ref_*_logps; with a
+    `label_smoothing` column, DPO's per-pair label-smoothed loss, see :class:`LabelSmoothedDPOTrainer`)."""
     start = time.perf_counter()
+    trainer_class = LabelSmoothedDPOTrainer if rows and "label_smoothing" in rows[0] else SeraDPOTrainer
     with tempfile.TemporaryDirectory(prefix="sera-trainer-") as scratch:
-        trainer = SeraDPOTrainer(
+        trainer = trainer_class(
             model=model, args=dpo_config(config, daa, epochs, scratch), train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer, callbacks=[_MetricsToJsonl(metrics_path, iteration), *callbacks],
         )
