@@ -1,0 +1,164 @@
+"""World B of the self-review benchmark: the sorting task, but the demonstrations carry a spurious habit.
+
+Structurally different from the demo's world (:mod:`sera.worlds`) in one way that matters for
+self-review: the SFT policy's *most likely* answer is worse than a typical sample of it.
+
+- Task: sort the letters, as in :mod:`sera.worlds.sorting`.
+- Habit: ``filler_share`` (default 60%) of the demonstrations end with a filler character
+  (``FILLER``, the separator ``=``: in the vocabulary, never part of a correct answer). Greedy
+  decoding therefore reproduces the filler, while ~40% of samples are clean.
+- Gold reward: the sorting reward of the response without its trailing filler, times
+  ``FILLER_PENALTY`` (0.25, the price of two mistakes) when a filler is present.
+- Offline pairs: as in the demo world (partly off-policy, the other writers never use the filler),
+  labelled by the same kind of annotator (label noise, a preference for the longer response --
+  which here is often the one with the filler), but judged by this world's gold reward.
+
+`build_filler_world` writes the same files as :func:`sera.worlds.build_world` (plus ``filler`` flags
+in ``pairs_meta.jsonl``), so ``sera train`` and the benchmark read both worlds alike. The gold
+reward is a ``gold:`` judge spec: ``gold:sera.worlds.filler:gold_reward``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sera.io import write_json, write_jsonl
+from sera.worlds import World, WorldConfig, pairs_summary
+from sera.worlds.preferences import DEMONSTRATOR, OTHER_WRITERS, Label
+from sera.worlds.sorting import ALPHABET, SEPARATOR, sample_prompts
+from sera.worlds.sorting import gold_reward as sorting_gold
+
+FILLER = SEPARATOR
+FILLER_PENALTY = 0.25
+GOLD_SPEC = "gold:sera.worlds.filler:gold_reward"
+
+
+def has_filler(response: str) -> bool:
+    return response.endswith(FILLER)
+
+
+def gold_reward(prompt: str, response: str) -> float:
+    """Sorting reward of the response without trailing filler, x FILLER_PENALTY if it had any."""
+    stripped = response.rstrip(FILLER)
+    return sorting_gold(prompt, stripped) * (FILLER_PENALTY if stripped != response else 1.0)
+
+
+@dataclass(frozen=True)
+class FillerWorldConfig(WorldConfig):
+    filler_share: float = 0.6  # share of demonstrations that end with the filler
+
+
+def demonstrate(prompt: str, rng: random.Random, filler_share: float) -> str:
+    """The demo world's demonstrator, plus the filler habit."""
+    text = DEMONSTRATOR.write(prompt, rng)
+    return text + FILLER if rng.random() < filler_share else text
+
+
+def _label(prompt: str, a: str, b: str, *, noise: float, length_bias: float, rng: random.Random) -> Label:
+    """The demo world's annotator (:class:`sera.worlds.preferences.Annotator`), judging by this world's gold."""
+    length_driven = len(a) != len(b) and rng.random() < length_bias
+    if length_driven:
+        first_wins = len(a) > len(b)
+    else:
+        ga, gb = gold_reward(prompt, a), gold_reward(prompt, b)
+        first_wins = ga > gb if ga != gb else rng.random() < 0.5
+    flipped = rng.random() < noise
+    if flipped:
+        first_wins = not first_wins
+    chosen, rejected = (a, b) if first_wins else (b, a)
+    return Label(chosen, rejected, length_driven, flipped)
+
+
+def build_filler_pairs(prompts: list[str], sft_samples: list[list[str]], *, off_policy: float, noise: float,
+                       length_bias: float, rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """As :func:`sera.worlds.preferences.build_pairs`, labelled and graded by this world's gold reward."""
+    pairs, meta = [], []
+    for index, (prompt, samples) in enumerate(zip(prompts, sft_samples)):
+        first = samples[0]
+        if rng.random() < off_policy:
+            other_source = rng.choice(sorted(OTHER_WRITERS))
+            writer = OTHER_WRITERS[other_source]
+            second = next((r for r in (writer.write(prompt, rng) for _ in range(8)) if r != first), None)
+        else:
+            other_source = "sft"
+            second = next((s for s in samples[1:] if s != first), None)
+        if second is None:
+            continue
+        sources = {first: "sft", second: other_source}
+        a, b = (first, second) if rng.random() < 0.5 else (second, first)
+        label = _label(prompt, a, b, noise=noise, length_bias=length_bias, rng=rng)
+        pair_id = f"pair-{index:05d}"
+        pairs.append({"id": pair_id, "prompt": prompt, "chosen": label.chosen, "rejected": label.rejected})
+        gold_chosen, gold_rejected = gold_reward(prompt, label.chosen), gold_reward(prompt, label.rejected)
+        meta.append({
+            "id": pair_id, "flipped": label.flipped, "length_driven": label.length_driven,
+            "chosen_source": sources[label.chosen], "rejected_source": sources[label.rejected],
+            "gold_chosen": gold_chosen, "gold_rejected": gold_rejected,
+            "label_agrees_with_gold": gold_chosen > gold_rejected if gold_chosen != gold_rejected else None,
+            "len_chosen": len(label.chosen), "len_rejected": len(label.rejected),
+            "filler_chosen": has_filler(label.chosen), "filler_rejected": has_filler(label.rejected),
+        })
+    return pairs, meta
+
+
+def build_filler_world(config: FillerWorldConfig, root: str | Path, *, log=print) -> World:
+    """Make world B in `root` (same layout as :func:`sera.worlds.build_world`)."""
+    from sera.generation import SamplingParams, generate_completions
+    from sera.models import build_char_tokenizer, build_tiny_llama, save_model
+    from sera.worlds.sft import prompt_ids, train_sft
+
+    config.validate()
+    root = Path(root)
+    rng = random.Random(config.seed)
+    lengths = {"min_len": config.min_letters, "max_len": config.max_letters}
+    test = sample_prompts(config.test_prompts, rng, **lengths)
+    validation = sample_prompts(config.validation_prompts, rng, exclude=set(test), **lengths)
+    pair_prompts = sample_prompts(config.pair_prompts, rng, exclude=set(test) | set(validation), **lengths)
+    demo_prompts = sample_prompts(config.sft_demonstrations, rng, exclude=set(test) | set(validation), **lengths)
+    demonstrations = [(p, demonstrate(p, rng, config.filler_share)) for p in demo_prompts]
+
+    start = time.perf_counter()
+    tokenizer = build_char_tokenizer(ALPHABET)
+    model = build_tiny_llama(tokenizer, hidden_size=config.hidden_size, layers=config.layers, heads=config.heads,
+                             max_positions=64, seed=config.seed)
+    losses = train_sft(model, tokenizer, demonstrations, steps=config.sft_steps, batch_size=config.sft_batch_size,
+                       learning_rate=config.sft_learning_rate, seed=config.seed)
+    save_model(model, tokenizer, root / "sft")
+    sft_seconds = time.perf_counter() - start
+    log(f"filler world seed {config.seed}: SFT policy trained from scratch in {sft_seconds:.0f}s "
+        f"(final loss {losses[-1]:.3f})")
+
+    params = SamplingParams(num_samples=4, temperature=config.sft_sample_temperature, top_p=1.0,
+                            max_new_tokens=2 * config.max_letters + 4)
+    samples = generate_completions(model, tokenizer, [prompt_ids(tokenizer, p) for p in pair_prompts], params,
+                                   batch_size=256, seed=config.seed, description="sampling SFT responses")
+    pairs, meta = build_filler_pairs(pair_prompts, [[c.text for c in s] for s in samples],
+                                     off_policy=config.off_policy, noise=config.noise,
+                                     length_bias=config.length_bias, rng=rng)
+    write_jsonl(root / "pairs.jsonl", pairs)
+    write_jsonl(root / "pairs_meta.jsonl", meta)
+    write_json(root / "prompts.json", {"validation": validation, "test": test})
+    summary = {
+        "config": asdict(config),
+        "world": "filler",
+        "gold": GOLD_SPEC,
+        "sft_seconds": sft_seconds,
+        "sft_final_loss": losses[-1],
+        "demonstration_gold": float(np.mean([gold_reward(p, r) for p, r in demonstrations])),
+        "demonstration_filler": float(np.mean([has_filler(r) for _, r in demonstrations])),
+        "pairs": len(pairs),
+        "pairs_summary": pairs_summary(meta),
+        "pairs_filler_chosen": float(np.mean([m["filler_chosen"] for m in meta])) if meta else None,
+        "pairs_filler_rejected": float(np.mean([m["filler_rejected"] for m in meta])) if meta else None,
+    }
+    write_json(root / "world.json", summary)
+    return World(root, config, validation, test)
+
+
+__all__ = ["FILLER", "FILLER_PENALTY", "GOLD_SPEC", "FillerWorldConfig", "build_filler_world", "gold_reward",
+           "has_filler"]
