@@ -81,7 +81,7 @@ def test_spa_labels_from_hand_built_log_probs():
     previous = [np.array([-11.0, -11.0, -11.0]), np.array([-6.0, -6.0]), np.array([-20.0, -20.0])]
     rewards = [spa.dpo_rewards(p, r, beta) for p, r in zip(policy, previous)]
     np.testing.assert_allclose(rewards[0], [0.5, -0.5, 1.0])
-    labels = spa.label(rewards, threshold=0.6, eps=0.2)
+    labels = spa.label(rewards, 0.2, threshold=0.6)
     first, tied, third = labels
     assert (first.chosen, first.rejected) == (2, 1) and first.margin == pytest.approx(1.5)
     assert first.confidence == pytest.approx(1 / (1 + math.exp(-1.5))) and first.label_smoothing == 0.0
@@ -90,13 +90,16 @@ def test_spa_labels_from_hand_built_log_probs():
     assert third.confidence == pytest.approx(1 / (1 + math.exp(-0.1)))  # 0.525 < 0.6: softened
     assert third.label_smoothing == 0.2
 
-    lowest = spa.label(rewards, threshold=0.0, eps=0.1, lowest=0.5)  # ceil(0.5 * 2) = 1 pair: the least confident
+    lowest = spa.label(rewards, 0.1, lowest=0.5)  # ceil(0.5 * 2) = 1 pair: the least confident
     assert [l.label_smoothing for l in lowest if l] == [0.0, 0.1]
+    assert [l.label_smoothing for l in spa.label(rewards, 0.1, lowest=0.5, threshold=0.9) if l] == [0.1, 0.1]
 
 
 def test_spa_smoothing_and_prompt_split():
     np.testing.assert_allclose(spa.confidence([0.0, 100.0, -100.0]), [0.5, 1.0, 0.0])
-    np.testing.assert_array_equal(spa.smoothing([0.5, 0.7, 0.55], threshold=0.6, eps=0.3), [0.3, 0.0, 0.3])
+    np.testing.assert_array_equal(spa.smoothing([0.5, 0.7, 0.55], 0.3, threshold=0.6), [0.3, 0.0, 0.3])
+    np.testing.assert_array_equal(spa.smoothing([0.6, 0.7, 0.55, 0.9], 0.3, lowest=0.25), [0.0, 0.0, 0.3, 0.0])
+    np.testing.assert_array_equal(spa.smoothing([0.6, 0.7], 0.3, lowest=0.0), [0.0, 0.0])
     prompts = [f"q{i}" for i in range(10)] + ["q0"]
     seed, shares = spa.split_prompts(prompts, seed_ratio=0.2, iterations=3, seed=1)
     assert len(seed) == 2 and [len(s) for s in shares] == [4, 4]

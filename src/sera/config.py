@@ -42,8 +42,16 @@ class TrainConfig:
                                                     "ultrafeedback", "tldr"))
     gguf_file: str | None = _opt(None, "GGUF checkpoint inside `model` (a folder or hub repo) to load, de-quantised "
                                        "to --dtype; `model` may also be the path of the .gguf file itself.")
-    method: str = _opt("sera", "`sera`: Algorithm 1. `daa`: the plain DAA for `iterations` epochs on all pairs "
-                               "(the paper's baseline, same budget).", ("sera", "daa"))
+    method: str = _opt("sera", "`sera`: Algorithm 1. Baselines (docs/baselines.md), same data and `iterations`: "
+                               "`daa`: the plain DAA for `iterations` epochs on all pairs; `curri-dpo`: Curri-DPO, "
+                               "best-vs-each-other pairs of rated responses, largest rating gap first, one stage "
+                               "per iteration; `spa`: SPA, a labelled seed, then the policy's own samples labelled "
+                               "by its DPO implicit reward, low-confidence labels smoothed. curri-dpo and spa always "
+                               "use the previous iterate as the reference.", ("sera", "daa", "curri-dpo", "spa"))
+    ablation: str = _opt("none", "SeRA ablations (the paper's): `selection-only` (= --no-bootstrap), "
+                                 "`bootstrap-only` (= --no-selection), `no-ensemble` (= --ensemble-gamma 0); "
+                                 "`none` leaves those options as set.",
+                         ("none", "selection-only", "bootstrap-only", "no-ensemble"))
 
     # The DAA
     daa: str = _opt("dpo", "Direct alignment algorithm; its loss trains and its implicit reward reviews.",
@@ -66,6 +74,21 @@ class TrainConfig:
     warmup: bool = _opt(True, "Train iteration 1 on all offline pairs before any selection (Algorithm 1). "
                               "False starts selecting at iteration 1 (with a reference-based DAA every margin is 0 "
                               "there, so ties are broken by id).")
+
+    # Baselines (docs/baselines.md)
+    curri_order: str = _opt("per-prompt", "curri-dpo: curriculum order. `per-prompt` (Curri-DPO): each prompt's pairs "
+                                          "ranked by rating gap, rank r of every prompt in the same stage; `global`: "
+                                          "all pairs by rating gap, cut into `iterations` equal stages.",
+                            ("per-prompt", "global"))
+    spa_seed_ratio: float = _opt(0.033, "spa: share of prompts whose labelled pairs form the seed (SPA: 3.3% of "
+                                        "UltraFeedback); the other prompts' labels are never used.")
+    spa_smooth_lowest: float = _opt(0.1, "spa: the share of each iteration's self-labelled pairs, the least confident "
+                                         "(confidence = sigmoid(r_chosen - r_rejected)), that train with label "
+                                         "smoothing.")
+    spa_confidence_threshold: float | None = _opt(None, "spa: instead of `spa_smooth_lowest`, smooth every pair whose "
+                                                        "confidence is below this probability (in [0.5, 1]).")
+    spa_label_smoothing: float = _opt(0.1, "spa: eps of the label-smoothed DPO loss on low-confidence pairs, "
+                                           "-(1-eps) log sigmoid(beta d) - eps log sigmoid(-beta d).")
 
     # Self-review safeguards (see docs/self-review.md)
     bootstrap_labeller: str = _opt("implicit", "Who labels bootstrapped pairs: `implicit` (the paper: ensembled implicit "
@@ -154,6 +177,16 @@ class TrainConfig:
         _check(0.0 < self.offline_quota <= 1.0 and 0.0 < self.generated_quota <= 1.0,
                "--offline-quota and --generated-quota must be in (0, 1]")
         _check(self.crossfit_folds >= 2, "--crossfit-folds must be at least 2")
+        _check(self.method != "spa" or self.daa == "dpo", "--method spa needs --daa dpo (its labels are DPO's "
+               "implicit reward and its refined labels DPO's label-smoothed loss)")
+        _check(0.0 < self.spa_seed_ratio < 1.0, "--spa-seed-ratio must be in (0, 1)")
+        _check(self.spa_confidence_threshold is None or 0.5 <= self.spa_confidence_threshold <= 1.0,
+               "--spa-confidence-threshold must be in [0.5, 1] (the confidence of a best-vs-worst label is at least 0.5)")
+        _check(0.0 <= self.spa_label_smoothing < 0.5, "--spa-label-smoothing must be in [0, 0.5)")
+        _check(0.0 <= self.spa_smooth_lowest <= 1.0, "--spa-smooth-lowest must be in [0, 1]")
+        _check(self.method == "sera" or self.ablation == "none", "--ablation applies to --method sera only")
+        _check(self.ablation == "none" or _ablation_consistent(self),
+               f"--ablation {self.ablation}: contradicted by --selection/--bootstrap/--ensemble-gamma")
         _check_spec(self.bootstrap_labeller, ("implicit", "likelihood"), ("blend:", "judge:"), "--bootstrap-labeller")
         _check_spec(self.guard, ("none", "irm"), ("judge:",), "--guard")
         if self.guard != "none" and self.validation_ratio == 0:
@@ -191,7 +224,25 @@ def resolve_config(recipe: str | Path | None, overrides: dict[str, Any], preset:
         raise SeraInputError(f"{recipe or preset}: unknown option(s) {', '.join(unknown)}")
     if isinstance(values.get("beta"), dict):
         values["beta"] = _beta_for(values["beta"], values.get("daa", "dpo"), preset or recipe)
+    values.update(ABLATIONS.get(values.get("ablation", "none"), {}))  # over a preset; --ablation's own check below
+    explicit = {**(recipe_values if recipe is not None else {}), **{k: v for k, v in overrides.items() if v is not None}}
+    for name, value in ABLATIONS.get(values.get("ablation", "none"), {}).items():
+        if name in explicit and explicit[name] != value:
+            raise SeraInputError(f"--ablation {values['ablation']} sets --{_flag(name)} {value}, but it is also "
+                                 f"given as {explicit[name]!r}")
     return TrainConfig(**values).validate()
+
+
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "selection-only": {"bootstrap": False},
+    "bootstrap-only": {"selection": False},
+    "no-ensemble": {"ensemble_gamma": 0.0},
+}
+"""What each `--ablation` sets (the paper's ablations of SeRA's components)."""
+
+
+def _ablation_consistent(config: TrainConfig) -> bool:
+    return all(getattr(config, name) == value for name, value in ABLATIONS.get(config.ablation, {}).items())
 
 
 def _beta_for(betas: dict, daa: str, source: Any) -> float:

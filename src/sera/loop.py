@@ -14,6 +14,7 @@ and implements each step. After every iteration the run reviews itself on held-o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -24,6 +25,8 @@ import numpy as np
 from transformers import TrainerCallback, set_seed
 
 from sera import distributed
+from sera.baselines import BASELINES_ON_PREVIOUS_REFERENCE
+from sera.baselines import steps as baseline_steps
 from sera.bootstrap import as_response, make_pairs
 from sera.config import TrainConfig
 from sera.daa import get_daa
@@ -44,14 +47,26 @@ from sera.training import train_pass
 
 
 def run(config: TrainConfig, resume: bool = False) -> dict:
-    """Run SeRA (or, with method="daa", the plain DAA) and return the summary it writes.
+    """Run SeRA (or a baseline: `daa`, `curri-dpo`, `spa`; docs/baselines.md) and return the summary it writes.
 
     With `resume`, continue a run in `config.output_dir` after its last completed iteration.
     """
+    if config.method in BASELINES_ON_PREVIOUS_REFERENCE:
+        config = dataclasses.replace(config, reference="previous")
     run = SeraRun(config, resume=resume)
     if config.method == "daa":
         if not run.completed:
             run.train_plain_daa(epochs=config.iterations)
+        return run.finish()
+    if config.method == "curri-dpo":                                     # one curriculum stage per iteration
+        stages = baseline_steps.curriculum(run)
+        for t in range(run.completed + 1, config.iterations + 1):
+            run.train_iteration(t, baseline_steps.curriculum_stage(run, stages, t))
+        return run.finish()
+    if config.method == "spa":                                           # the seed, then self-labelled samples
+        seed, shares = baseline_steps.spa_split(run)
+        for t in range(run.completed + 1, config.iterations + 1):
+            run.train_iteration(t, seed if t == 1 else baseline_steps.spa_pairs(run, t, shares[t - 2]))
         return run.finish()
     for t in range(run.completed + 1, config.iterations + 1):
         if t == 1 and config.warmup:
@@ -69,6 +84,8 @@ class Example:
 
     pair: PreferencePair
     tokens: TokenizedPair
+    label_smoothing: float | None = None
+    """SPA's per-pair label smoothing eps (None: the DAA's plain loss)."""
 
     @property
     def chosen(self) -> tuple[list[int], list[int]]:
@@ -94,7 +111,9 @@ class SeraRun:
                                         gguf_file=config.gguf_file)
         self.pair_tokenizer = PairTokenizer(self.tokenizer, config.max_length)
         loaded = load_pairs(config.dataset, split=config.dataset_split, skip_invalid=config.skip_invalid,
-                            dataset_format=config.dataset_format, seed=config.seed)
+                            dataset_format=config.dataset_format, seed=config.seed,
+                            ultrafeedback_pairs="all" if config.method == "curri-dpo" else "best-vs-random")
+        self.pair_meta = loaded.meta  # ratings by pair id, where the data has them (Curri-DPO's curriculum)
         self.data_report = {"format": loaded.format, "rows_read": loaded.rows_read,
                             "skipped": Counter(loaded.skipped)}
         examples = self._examples(loaded.pairs, self.data_report["skipped"])
@@ -224,9 +243,13 @@ class SeraRun:
         ref_chosen = self.daa.training_reference_logps(ref_chosen, chosen_tokens, cfg.beta, cfg.simpo_margin, False)
         ref_rejected = self.daa.training_reference_logps(ref_rejected, rejected_tokens, cfg.beta,
                                                          cfg.simpo_margin, True)
-        return [{"prompt_ids": e.tokens.prompt_ids, "chosen_ids": e.tokens.chosen_ids,
+        rows = [{"prompt_ids": e.tokens.prompt_ids, "chosen_ids": e.tokens.chosen_ids,
                  "rejected_ids": e.tokens.rejected_ids, "ref_chosen_logps": float(rc),
                  "ref_rejected_logps": float(rr)} for e, rc, rr in zip(examples, ref_chosen, ref_rejected)]
+        if any(e.label_smoothing is not None for e in examples):  # SPA: the per-pair label-smoothed DPO loss
+            for row, example in zip(rows, examples):
+                row["label_smoothing"] = example.label_smoothing or 0.0
+        return rows
 
     # -- selection options --------------------------------------------------------------------
 

@@ -6,9 +6,10 @@ Alignment"): a small seed of labelled pairs, then the policy labels its own samp
                     responses from theta_{t-1}; judge them with its DPO implicit reward against the
                     previous iterate, r(y) = beta * (log pi_{t-1}(y|x) - log pi_{t-2}(y|x)); pair the
                     highest-reward response (chosen) with the lowest; the label's confidence is
-                    p = sigmoid(r_chosen - r_rejected) (Bradley-Terry, in [0.5, 1)); pairs whose
-                    confidence is below `--spa-confidence-threshold` (or, with `--spa-smooth-lowest`, the
-                    lowest-confidence share) train with label smoothing eps = `--spa-label-smoothing`:
+                    p = sigmoid(r_chosen - r_rejected) (Bradley-Terry, in [0.5, 1)); the least confident
+                    share of the iteration's pairs (`--spa-smooth-lowest`), or those whose confidence is below
+                    `--spa-confidence-threshold` when it is set, train with label smoothing
+                    eps = `--spa-label-smoothing`:
                     -(1 - eps) log sigmoid(beta d) - eps log sigmoid(-beta d); theta_t = one epoch of that
                     loss from theta_{t-1}, reference theta_{t-1}.
 
@@ -55,30 +56,30 @@ def confidence(margins) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * margins))
 
 
-def smoothing(confidences, threshold: float, eps: float, lowest: float | None = None) -> np.ndarray:
+def smoothing(confidences, eps: float, *, lowest: float | None = None, threshold: float | None = None) -> np.ndarray:
     """eps for each pair whose label is not confident enough, 0 for the others.
 
-    Not confident: confidence < `threshold`; or, when `lowest` is given, the ceil(lowest * n) pairs of least
-    confidence (earlier pairs first on ties), whatever the threshold."""
+    Not confident: with `threshold`, confidence < threshold; otherwise the ceil(lowest * n) pairs of least
+    confidence (earlier pairs first on ties)."""
     confidences = np.asarray(confidences, dtype=np.float64)
     result = np.zeros(len(confidences))
-    if lowest is not None:
+    if threshold is not None:
+        result[confidences < threshold] = eps
+    elif lowest is not None:
         count = min(len(confidences), math.ceil(lowest * len(confidences)))
         result[np.argsort(confidences, kind="stable")[:count]] = eps
-    else:
-        result[confidences < threshold] = eps
     return result
 
 
-def label(rewards: list[np.ndarray], threshold: float, eps: float, lowest: float | None = None
+def label(rewards: list[np.ndarray], eps: float, *, lowest: float | None = None, threshold: float | None = None
           ) -> list[SpaLabel | None]:
     """SPA's label of each prompt's candidates from their implicit rewards: best vs worst, its confidence and
-    its smoothing; None where the rewards all tie (no preference to learn)."""
+    its smoothing (see :func:`smoothing`); None where the rewards all tie (no preference to learn)."""
     rewards = [np.asarray(r, dtype=np.float64) for r in rewards]
     picks = [best_vs_worst(r) for r in rewards]
     margins = np.array([r[p[0]] - r[p[1]] for r, p in zip(rewards, picks) if p is not None], dtype=np.float64)
     confident = confidence(margins)
-    eps_values = smoothing(confident, threshold, eps, lowest)
+    eps_values = smoothing(confident, eps, lowest=lowest, threshold=threshold)
     labels, index = [], 0
     for pick in picks:
         if pick is None:
