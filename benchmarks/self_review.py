@@ -54,6 +54,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "src") not in sys.path:  # this checkout's sera, installed or not (spawned workers run this too)
+    sys.path.insert(0, str(ROOT / "src"))
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "self-review.json"
 
 WORLDS = ("sorting", "filler")  # A, B
@@ -91,7 +93,7 @@ gamma and sampling; the learning rate is the demo's (fixed on plain DPO alone: 5
 noise-free labels, 1e-4 improved it)."""
 QUICK_TRAIN = {"iterations": 2}
 BETAS = (0.1, 0.5)
-MIN_ORACLE_GAP = 0.01  # below this the oracle gap is noise and its "share closed" is not reported
+MIN_ORACLE_GAP = 0.01  # the oracle must beat DPO by this much for "share of the oracle gap closed" to be reported
 DIAGNOSTICS = ("val_irm_accuracy", "labeller_accuracy", "displacement_corr", "generated_share_kept", "length_drift")
 
 
@@ -338,14 +340,43 @@ def table(runs: list[dict], betas: dict, worlds: list[dict], rows: list[str]) ->
             oracle = at_beta.get("oracle", {})
             gaps = [(r["test"]["gold"] - dpo[s]["test"]["gold"]) / (oracle[s]["test"]["gold"] - dpo[s]["test"]["gold"])
                     for s, r in by_seed.items() if s in dpo and s in oracle
-                    and abs(oracle[s]["test"]["gold"] - dpo[s]["test"]["gold"]) >= MIN_ORACLE_GAP]
+                    and oracle[s]["test"]["gold"] - dpo[s]["test"]["gold"] >= MIN_ORACLE_GAP]
             # the share of the oracle gap closed: from the means over seeds, and averaged per seed
             d = _mean_std([dpo[s]["test"]["gold"] for s in by_seed if s in dpo])
             o = _mean_std([oracle[s]["test"]["gold"] for s in by_seed if s in oracle])
-            if d and o and abs(o["mean"] - d["mean"]) >= MIN_ORACLE_GAP and row not in ("dpo", "oracle"):
+            if d and o and o["mean"] - d["mean"] >= MIN_ORACLE_GAP and row not in ("dpo", "oracle"):
                 entry["oracle_gap_closed"] = (entry["gold"]["mean"] - d["mean"]) / (o["mean"] - d["mean"])
             entry["oracle_gap_closed_by_seed"] = _mean_std(gaps) if row not in ("dpo", "oracle") else None
             out.append(entry)
+    return out
+
+
+WARNING_KINDS = {  # sera.diagnostics.warnings_for's messages, by the phrase that identifies each
+    "val_irm": "of held-out pairs like their labels",
+    "labeller": "bootstrap labeller agrees with only",
+    "displacement": "likelihood displacement",
+    "generated_share": "of kept pairs are bootstrapped",
+    "length_drift": "the SFT model's length",
+    "guard": "guard:",
+}
+WRONG_BY = 0.03  # a run "went wrong" when its test gold is below plain DPO's (same world and seed) by more
+
+
+def warning_kinds(warnings: list[str]) -> list[str]:
+    return [kind for kind, phrase in WARNING_KINDS.items() if any(phrase in w for w in warnings)]
+
+
+def flag_summary(review: list[dict]) -> list[dict]:
+    """Per (world, row): how many runs went wrong, and how often each warning fired in those vs the others."""
+    out = []
+    for key in sorted({(r["world"], r["row"]) for r in review}):
+        group = [r for r in review if (r["world"], r["row"]) == key and r["worse_than_dpo"] is not None]
+        wrong = [r for r in group if r["worse_than_dpo"]]
+        fine = [r for r in group if not r["worse_than_dpo"]]
+        out.append({"world": key[0], "row": key[1], "runs": len(group), "went_wrong": len(wrong),
+                    "flags": {kind: {"in_wrong": sum(kind in r["warning_kinds"] for r in wrong),
+                                     "in_fine": sum(kind in r["warning_kinds"] for r in fine)}
+                              for kind in WARNING_KINDS}})
     return out
 
 
@@ -361,8 +392,9 @@ def diagnostics_review(runs: list[dict], betas: dict) -> list[dict]:
         base = dpo.get((r["world"], r["seed"]))
         out.append({"world": r["world"], "seed": r["seed"], "row": r["row"], "beta": r["beta"],
                     "test_gold": r["test"]["gold"], "minus_dpo": None if base is None else r["test"]["gold"] - base,
-                    "worse_than_dpo_by_0.03": None if base is None else r["test"]["gold"] < base - 0.03,
+                    "worse_than_dpo": None if base is None else r["test"]["gold"] < base - WRONG_BY,
                     "warned": bool(r["warnings"]), "warnings": len(r["warnings"]),
+                    "warning_kinds": warning_kinds(r["warnings"]),
                     "final_iterate": r.get("final_iterate"),
                     "labeller_accuracy": [d.get("labeller_accuracy") for d in r["diagnostics"]],
                     "displacement_corr": [d.get("displacement_corr") for d in r["diagnostics"]],
@@ -401,6 +433,17 @@ def markdown(results: dict) -> str:
                          f"{_fmt(t['win_rate_vs_sft'])} | {_fmt(t.get('minus_dpo'), signed=True)} | "
                          f"{'-' if gap is None else f'{gap:+.2f}'} | {_fmt(t['greedy_gold'])} | "
                          f"{_fmt(t['length'], digits=2)} | {t.get('runs_with_warnings', '-')} |")
+        lines.append("")
+    if results.get("flag_summary"):
+        kinds = list(WARNING_KINDS)
+        lines += ["## Did the diagnostics flag the runs that went wrong?", "",
+                  (f"A run went wrong when its test gold is below plain DPO's on the same seed by more than {WRONG_BY}. "
+                   "Each cell: runs that went wrong and raised the warning / other runs that raised it."), "",
+                  "| world | row | runs | went wrong | " + " | ".join(kinds) + " |",
+                  "|---|---|---|---|" + "---|" * len(kinds)]
+        for f in results["flag_summary"]:
+            lines.append(f"| {f['world']} | {f['row']} | {f['runs']} | {f['went_wrong']} | " + " | ".join(
+                f"{f['flags'][k]['in_wrong']}/{f['flags'][k]['in_fine']}" for k in kinds) + " |")
         lines.append("")
     lines += ["## Worlds (SFT policy, test prompts)", "",
               "| world | seed | sampled gold | greedy gold | greedy worse than sample | pairs | labels agree with gold |",
@@ -496,7 +539,8 @@ def main(argv=None) -> dict:
                                        "beta per (world, row) by mean validation gold over seeds"},
             "beta": chosen, "recommended": recommended,
             "table": table(runs, chosen, state["worlds"], rows),
-            "diagnostics_review": diagnostics_review(runs, chosen),
+            "diagnostics_review": (review := diagnostics_review(runs, chosen)),
+            "flag_summary": flag_summary(review),
             "worlds": sorted(state["worlds"], key=lambda w: (w["world"], w["seed"])),
             "runs": sorted(state["runs"], key=lambda r: (r["world"], r["seed"], r["row"], r["beta"])),
         }

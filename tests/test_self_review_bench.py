@@ -55,6 +55,7 @@ def test_smoke_run_writes_json_and_markdown(bench, tmp_path):
     assert oracle["diagnostics"][-1]["generated_label_agrees_with_gold"] is not None
     assert "filler" in oracle["test"]
     assert results["recommended"] is None  # no SeRA variant besides the oracle was run
+    assert [f["row"] for f in saved["flag_summary"]] == ["oracle"]
     assert "World B" in output.with_suffix(".md").read_text()
 
 
@@ -82,3 +83,5 @@ def test_beta_recommended_mode_and_oracle_gap_rules(bench):
     likelihood = rows[("sorting", "likelihood")]
     assert likelihood["minus_dpo"]["mean"] == pytest.approx(0.1)
     assert likelihood["oracle_gap_closed"] == pytest.approx(0.5)
+    assert bench.warning_kinds(["iteration 2: the bootstrap labeller agrees with only 40% of held-out labels",
+                                "guard: iterate 1 scored best"]) == ["labeller", "guard"]

@@ -8,7 +8,7 @@ self-review: the SFT policy's *most likely* answer is worse than a typical sampl
   (``FILLER``, the separator ``=``: in the vocabulary, never part of a correct answer). Greedy
   decoding therefore reproduces the filler, while ~40% of samples are clean.
 - Gold reward: the sorting reward of the response without its trailing filler, times
-  ``FILLER_PENALTY`` (0.25, the price of two mistakes) when a filler is present.
+  ``FILLER_PENALTY`` (0.2, a little worse than two mistakes) when a filler is present.
 - Offline pairs: as in the demo world (partly off-policy, the other writers never use the filler),
   labelled by the same kind of annotator (label noise, a preference for the longer response --
   which here is often the one with the filler), but judged by this world's gold reward.
@@ -34,7 +34,7 @@ from sera.worlds.sorting import ALPHABET, SEPARATOR, sample_prompts
 from sera.worlds.sorting import gold_reward as sorting_gold
 
 FILLER = SEPARATOR
-FILLER_PENALTY = 0.25
+FILLER_PENALTY = 0.2
 GOLD_SPEC = "gold:sera.worlds.filler:gold_reward"
 
 
