@@ -33,7 +33,7 @@ import numpy as np
 
 from sera.errors import SeraInputError
 from sera.io import read_jsonl, write_json
-from sera.worlds import World, WorldConfig, build_world, pairs_summary
+from sera.worlds import World, WorldConfig, build_world
 from sera.worlds.sorting import gold_reward
 
 DAAS = ("dpo", "ipo", "slic", "simpo")
@@ -46,12 +46,13 @@ MAX_NEW_TOKENS = 28
 
 TRAIN_SETTINGS = dict(
     iterations=3, selection_ratio=0.7, ensemble_gamma=0.3, num_samples=4, temperature=0.7, top_p=0.95,
-    learning_rate=5e-4, batch_size=16, grad_accum=1, max_new_tokens=MAX_NEW_TOKENS, max_length=64,
+    learning_rate=1e-4, batch_size=16, grad_accum=1, max_new_tokens=MAX_NEW_TOKENS, max_length=64,
     logging_steps=20, scoring_batch_size=256, generation_batch_size=256,
 )
 """What every demo run shares (the rest are `sera train`'s defaults). The paper's T, K, N, gamma and
 sampling; the learning rate is sized for a 47k-parameter model trained from scratch (the paper's
-3e-6 is for pretrained 1B+ models) and is the same for every method."""
+3e-6 is for pretrained 1B+ models) and is the same for every method. It was fixed before any SeRA
+run, on plain DPO alone: 5e-4 degraded the policy even on noise-free labels, 1e-4 improved it."""
 
 
 @dataclass
@@ -65,6 +66,7 @@ class DemoOptions:
     off_policy: float = 0.5
     betas: str | list[float] | None = None  # default: the paper's grid 0.05,0.2,1.0
     noise_sweep: str | list[float] | None = None  # default: none (quick), 0,0.2,0.4 for DPO (full)
+    jobs: int = 1  # runs in parallel processes (each single-threaded)
     world: dict = field(default_factory=dict)  # overrides of WorldConfig sizes (tests use tiny worlds)
     train: dict = field(default_factory=dict)  # overrides of TRAIN_SETTINGS (tests)
 
@@ -86,6 +88,8 @@ class DemoOptions:
                 raise SeraInputError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
         if any(not 0.0 <= n <= 1.0 for n in sweep):
             raise SeraInputError("--noise-sweep: every noise rate must be in [0, 1]")
+        if self.jobs < 1:
+            raise SeraInputError("--jobs must be at least 1")
         if not self.output_dir:
             raise SeraInputError("--output-dir is required")
         return replace(self, daa=",".join(daas), seeds=seeds, betas=betas, noise_sweep=sweep)
@@ -142,13 +146,20 @@ def grade(prompts: list[str], responses: list[str], baseline: list[str] | None =
 
 
 class Evaluator:
-    """Grades models of one world on its validation and test prompts against its SFT policy."""
+    """Grades models of one world on its validation and test prompts against its SFT policy.
+
+    The SFT policy's own grades and test responses are computed once and kept in WORLD/sft_eval.json."""
 
     def __init__(self, world: World):
         from sera.models import load_model, load_tokenizer
 
         self.world = world
         self.tokenizer = load_tokenizer(str(world.sft_dir))
+        cache = world.root / "sft_eval.json"
+        if cache.exists():
+            saved = json.loads(cache.read_text(encoding="utf-8"))
+            self.sft, self.sft_test = saved["grades"], saved["test_responses"]
+            return
         sft = load_model(str(world.sft_dir))
         self.sft_test = sample_responses(sft, self.tokenizer, world.test_prompts)
         self.sft = {"test": grade(world.test_prompts, self.sft_test, self.sft_test),
@@ -156,6 +167,7 @@ class Evaluator:
                                         sample_responses(sft, self.tokenizer, world.validation_prompts)),
                     "test_greedy": grade(world.test_prompts,
                                          sample_responses(sft, self.tokenizer, world.test_prompts, temperature=0))}
+        write_json(cache, {"grades": self.sft, "test_responses": self.sft_test})
 
     def model(self, path: Path, *, validation: bool = False, greedy: bool = False) -> dict:
         from sera.models import load_model
@@ -223,6 +235,72 @@ def _share(rows: list[dict], key: str) -> float | None:
     return float(np.mean([r[key] for r in rows])) if rows else None
 
 
+# ------------------------------------------------------------------------------------------- jobs
+
+def _single_thread() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(1)  # a 47k-parameter model gains nothing from intra-op threads; they spin on a busy CPU
+
+
+def world_job(config: dict, root: str) -> dict:
+    """Build one world (SFT from scratch, pairs) and grade its SFT policy; output goes to WORLD.log."""
+    _single_thread()
+    root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
+    with open(root.parent / f"{root.name}.log", "w", encoding="utf-8") as handle, \
+            contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+        world = build_world(WorldConfig(**config), root, log=lines.append)
+        evaluator = Evaluator(world)
+    return {"root": str(root), "lines": lines, "sft": evaluator.sft}
+
+
+def run_job(spec: dict) -> dict:
+    """One `sera train` run on a world, graded: test gold per iterate, final model on test (and validation)."""
+    _single_thread()
+    start = time.perf_counter()
+    out, world = Path(spec["out"]), World.load(spec["world"])
+    run_dir = out / spec["run_dir"]
+    summary = train_run(world, run_dir, method=spec["method"], daa=spec["daa"], beta=spec["beta"],
+                        seed=spec["seed"], overrides=spec["overrides"])
+    iterations = {**TRAIN_SETTINGS, **spec["overrides"]}["iterations"]
+    evaluator = Evaluator(world)
+    per_iteration = [{"iteration": t, **evaluator.model(run_dir / f"iter_{t}" / "model")["test"]}
+                     for t in range(1, iterations)]
+    final = evaluator.model(run_dir / "final", validation=spec["validation"], greedy=True)
+    per_iteration.append({"iteration": iterations, **final["test"]})
+    record = {key: spec[key] for key in ("noise", "seed", "daa", "method", "beta", "run_dir")}
+    record.update(final, per_iteration=per_iteration, train_seconds=summary.get("seconds_total"),
+                  warnings=summary.get("warnings", []))
+    if spec["method"] == "sera":
+        record["selection"] = review_selection(run_dir, world.meta(), iterations)
+    record["wall_seconds"] = time.perf_counter() - start
+    return record
+
+
+def _map(fn, items: list, jobs: int, done) -> list:
+    """fn over items, in `jobs` processes (1 = here); `done(result)` as each finishes; results in order."""
+    if jobs <= 1 or len(items) <= 1:
+        results = []
+        for item in items:
+            results.append(fn(*item) if isinstance(item, tuple) else fn(item))
+            done(results[-1])
+        return results
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(min(jobs, len(items)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {(pool.submit(fn, *item) if isinstance(item, tuple) else pool.submit(fn, item)): index
+                   for index, item in enumerate(items)}
+        results: list = [None] * len(items)
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            done(results[futures[future]])
+    return results
+
+
 # ------------------------------------------------------------------------------------------- the demo
 
 def run_demo(options: DemoOptions, *, log=print) -> dict:
@@ -233,8 +311,7 @@ def run_demo(options: DemoOptions, *, log=print) -> dict:
     out = Path(options.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
-    if not torch.cuda.is_available():
-        torch.set_num_threads(1)  # a 47k-parameter model gains nothing from intra-op threads; they spin on a busy CPU
+    _single_thread()
     try:
         return _run_demo(options, out, log)
     finally:
@@ -244,90 +321,86 @@ def run_demo(options: DemoOptions, *, log=print) -> dict:
 def _run_demo(options: DemoOptions, out: Path, log) -> dict:
     start = time.perf_counter()
     daas = options.daa.split(",")
-    iterations = {**TRAIN_SETTINGS, **options.train}["iterations"]
-    worlds: dict[tuple[float, int], tuple[World, Evaluator]] = {}
+    jobs = options.jobs
 
-    def world_for(noise: float, seed: int) -> tuple[World, Evaluator]:
-        if (noise, seed) not in worlds:
-            config = WorldConfig(seed=seed, noise=noise, length_bias=options.length_bias,
-                                 off_policy=options.off_policy, **options.world).validate()
-            world = build_world(config, out / "worlds" / f"noise{noise:g}-seed{seed}", log=log)
-            evaluator = Evaluator(world)
-            log(f"world noise={noise:g} seed={seed}: SFT gold {evaluator.sft['test']['gold']:.3f} "
-                f"(greedy {evaluator.sft['test_greedy']['gold']:.3f}) on {len(world.test_prompts)} test prompts")
-            worlds[(noise, seed)] = (world, evaluator)
-        return worlds[(noise, seed)]
+    # 0. the worlds: one per (noise, seed)
+    keys = [(options.noise, seed) for seed in options.seeds] + [(n, s) for n in options.noise_sweep
+                                                                 for s in options.seeds]
+    configs = [(asdict(WorldConfig(seed=seed, noise=noise, length_bias=options.length_bias,
+                                   off_policy=options.off_policy, **options.world).validate()),
+                str(out / "worlds" / _world_name(noise, seed))) for noise, seed in keys]
 
-    runs: list[dict] = []
+    def world_done(result: dict) -> None:
+        for line in result["lines"]:
+            log(line)
+        sft = result["sft"]
+        log(f"{Path(result['root']).name}: SFT policy gold {sft['test']['gold']:.3f} sampled, "
+            f"{sft['test_greedy']['gold']:.3f} greedy, on {options_test_prompts(options)} test prompts")
 
-    def do_run(noise: float, seed: int, daa: str, method: str, beta: float, validation: bool) -> dict:
-        world, evaluator = world_for(noise, seed)
-        name = f"{method}-{daa}-beta{beta:g}"
-        run_dir = out / "runs" / f"noise{noise:g}-seed{seed}" / name
-        t0 = time.perf_counter()
-        summary = train_run(world, run_dir, method=method, daa=daa, beta=beta, seed=seed, overrides=options.train)
-        per_iteration = [{"iteration": t, **evaluator.model(run_dir / f"iter_{t}" / "model")["test"]}
-                         for t in range(1, iterations)]
-        final = evaluator.model(run_dir / "final", validation=validation, greedy=True)
-        per_iteration.append({"iteration": iterations, **final["test"]})
-        record = {"noise": noise, "seed": seed, "daa": daa, "method": method, "beta": beta,
-                  "run_dir": str(run_dir.relative_to(out)), **final, "per_iteration": per_iteration,
-                  "train_seconds": summary.get("seconds_total"), "warnings": summary.get("warnings", []),
-                  "wall_seconds": time.perf_counter() - t0}
-        if method == "sera":
-            record["selection"] = review_selection(run_dir, world.meta(), iterations)
-        runs.append(record)
-        val = f", val gold {final['validation']['gold']:.3f}" if validation else ""
-        log(f"  {method:4s} {daa:5s} beta={beta:<4g} noise={noise:g} seed={seed}: test gold {final['test']['gold']:.3f}, "
-            f"win vs SFT {final['test']['win_rate_vs_sft']:.3f}, length {final['test']['length']:.1f}{val} "
+    built = _map(world_job, configs, jobs, world_done)
+    sft = {key: result["sft"] for key, result in zip(keys, built)}
+
+    def spec(noise, seed, daa, method, beta, validation):
+        return {"out": str(out), "world": str(out / "worlds" / _world_name(noise, seed)), "noise": noise,
+                "seed": seed, "daa": daa, "method": method, "beta": beta, "validation": validation,
+                "overrides": options.train,
+                "run_dir": f"runs/{_world_name(noise, seed)}/{method}-{daa}-beta{beta:g}"}
+
+    def run_done(record: dict) -> None:
+        val = f", validation gold {record['validation']['gold']:.3f}" if "validation" in record else ""
+        log(f"  {record['method']:4s} {record['daa']:5s} beta={record['beta']:<4g} noise={record['noise']:g} "
+            f"seed={record['seed']}: test gold {record['test']['gold']:.3f}, win vs SFT "
+            f"{record['test']['win_rate_vs_sft']:.3f}, length {record['test']['length']:.1f}{val} "
             f"({record['wall_seconds']:.0f}s)")
-        return record
 
     # 1. beta per (DAA, method) on the validation prompts of the first seed's world, same grid and rule for all
     first = options.seeds[0]
+    grid = [(daa, method, beta) for daa in daas for method in METHODS for beta in options.betas]
+    runs = _map(run_job, [spec(options.noise, first, d, m, b, True) for d, m, b in grid], jobs, run_done)
     chosen_beta: dict[str, dict] = {}
     for daa in daas:
         for method in METHODS:
-            scores = {}
-            for beta in options.betas:
-                record = do_run(options.noise, first, daa, method, beta, validation=True)
-                scores[beta] = record["validation"]["gold"]
+            scores = {r["beta"]: r["validation"]["gold"] for r in runs if r["daa"] == daa and r["method"] == method}
             best = max(options.betas, key=lambda b: (scores[b], -options.betas.index(b)))
-            chosen_beta[f"{method}-{daa}"] = {"chosen": best, "validation_gold": {str(b): s for b, s in scores.items()}}
+            chosen_beta[f"{method}-{daa}"] = {"chosen": best,
+                                              "validation_gold": {f"{b:g}": s for b, s in scores.items()}}
             if len(options.betas) > 1:
                 log(f"beta for {method}-{daa}: {best:g} (validation gold " +
                     ", ".join(f"{b:g}: {s:.3f}" for b, s in scores.items()) + ")")
 
     # 2. the remaining seeds, and the noise sweep (DPO), with the chosen betas
-    for seed in options.seeds[1:]:
-        for daa in daas:
-            for method in METHODS:
-                do_run(options.noise, seed, daa, method, chosen_beta[f"{method}-{daa}"]["chosen"], validation=False)
-    for noise in options.noise_sweep:
-        for seed in options.seeds:
-            for method in METHODS:
-                do_run(noise, seed, "dpo", method, chosen_beta[f"{method}-dpo"]["chosen"], validation=False)
+    rest = [spec(options.noise, seed, daa, method, chosen_beta[f"{method}-{daa}"]["chosen"], False)
+            for seed in options.seeds[1:] for daa in daas for method in METHODS]
+    rest += [spec(noise, seed, "dpo", method, chosen_beta[f"{method}-dpo"]["chosen"], False)
+             for noise in options.noise_sweep for seed in options.seeds for method in METHODS]
+    runs += _map(run_job, rest, jobs, run_done)
 
-    results = _results(options, runs, chosen_beta, worlds, time.perf_counter() - start)
-    write_json(out / "results.json", results)
-    plots = write_plots(results, out)
-    results["plots"] = [str(p.name) for p in plots]
+    results = _results(options, runs, chosen_beta, sft, out, time.perf_counter() - start)
+    results["plots"] = [p.name for p in write_plots(results, out)]
     write_json(out / "results.json", results)
     log("")
     log(format_table(results))
-    log(f"\nresults: {out / 'results.json'}; plots: {', '.join(str(out / p) for p in results['plots'])}")
+    log(f"\nresults: {out / 'results.json'}; plots: {', '.join(str(out / p) for p in results['plots'])} "
+        f"({results['wall_seconds']:.0f}s)")
     return results
 
 
-def _results(options: DemoOptions, runs: list[dict], chosen_beta: dict, worlds: dict, seconds: float) -> dict:
+def _world_name(noise: float, seed: int) -> str:
+    return f"noise{noise:g}-seed{seed}"
+
+
+def options_test_prompts(options: DemoOptions) -> int:
+    return options.world.get("test_prompts", WorldConfig.test_prompts)
+
+
+def _results(options: DemoOptions, runs: list[dict], chosen_beta: dict, sft: dict, out: Path,
+             seconds: float) -> dict:
     chosen = [r for r in runs if r["beta"] == chosen_beta[f"{r['method']}-{r['daa']}"]["chosen"]]
     table = []
     for noise in [options.noise, *options.noise_sweep]:
-        sft = [ev.sft for (n, _), (_, ev) in sorted(worlds.items()) if n == noise]
-        if not sft:
-            continue
-        table.append({"noise": noise, "daa": "-", "method": "sft", "beta": None, "seeds": len(sft),
-                      **_stats([s["test"] for s in sft], [s["test_greedy"] for s in sft])})
+        base = [grades for (n, _), grades in sorted(sft.items()) if n == noise]
+        table.append({"noise": noise, "daa": "-", "method": "sft", "beta": None, "seeds": len(base),
+                      **_stats([s["test"] for s in base], [s["test_greedy"] for s in base])})
         for daa in options.daa.split(","):
             for method in METHODS:
                 group = [r for r in chosen if r["noise"] == noise and r["daa"] == daa and r["method"] == method]
@@ -345,12 +418,12 @@ def _results(options: DemoOptions, runs: list[dict], chosen_beta: dict, worlds: 
                 table_row = next(t for t in table if t["noise"] == noise and t["daa"] == daa and t["method"] == "sera")
                 table_row["gold_minus_daa"] = _mean_std(diffs)
     world_info = {}
-    for (noise, seed), (world, evaluator) in sorted(worlds.items()):
-        info = json.loads((world.root / "world.json").read_text(encoding="utf-8"))
-        world_info[f"noise{noise:g}-seed{seed}"] = {
-            "sft": evaluator.sft, "pairs": info["pairs"], "pairs_truth": info["pairs_summary"],
+    for (noise, seed), grades in sorted(sft.items()):
+        info = json.loads((out / "worlds" / _world_name(noise, seed) / "world.json").read_text(encoding="utf-8"))
+        world_info[_world_name(noise, seed)] = {
+            "sft": grades, "pairs": info["pairs"], "pairs_truth": info["pairs_summary"],
             "demonstration_gold": info["demonstration_gold"], "sft_seconds": info["sft_seconds"]}
-    any_world = next(iter(worlds.values()))[0]
+    any_world = World.load(out / "worlds" / _world_name(options.noise, options.seeds[0]))
     return {
         "command": " ".join(["sera", *map(shlex.quote, sys.argv[1:])]) if Path(sys.argv[0]).name == "sera" else None,
         "mode": "quick" if options.quick else "full",

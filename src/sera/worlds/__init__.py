@@ -15,6 +15,7 @@ all of it in a directory that ``sera train`` can read:
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -84,6 +85,14 @@ class World:
 
     def meta(self) -> dict[str, dict]:
         return {row["id"]: row for row in read_jsonl(self.meta_path)}
+
+    @classmethod
+    def load(cls, root: str | Path) -> "World":
+        """A world that :func:`build_world` made earlier."""
+        root = Path(root)
+        info = json.loads((root / "world.json").read_text(encoding="utf-8"))
+        prompts = json.loads((root / "prompts.json").read_text(encoding="utf-8"))
+        return cls(root, WorldConfig(**info["config"]), prompts["validation"], prompts["test"])
 
 
 def build_world(config: WorldConfig, root: str | Path, *, log=print) -> World:
