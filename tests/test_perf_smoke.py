@@ -1,0 +1,63 @@
+"""A tiny run of `benchmarks/perf.py`: its code paths work and its JSON has the ratios. No timing is asserted."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+PERF = Path(__file__).resolve().parent.parent / "benchmarks" / "perf.py"
+
+
+@pytest.fixture(scope="module")
+def perf():
+    spec = importlib.util.spec_from_file_location("sera_perf_benchmark", PERF)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_perf_smoke_writes_ratios(perf, tmp_path):
+    output = tmp_path / "perf.json"
+    perf.main(["--profile", "smoke", "--sections", "scoring,overhead,generation", "--output", str(output)])
+    report = json.loads(output.read_text())
+    sections = report["sections"]
+    assert not any("error" in s for s in sections.values()), {k: s.get("error") for k, s in sections.items()}
+    scoring = sections["scoring"]
+    assert scoring["ratio_engine_vs_naive"] > 0 and scoring["ratio_engine_vs_trl_precompute"] > 0
+    # the engine computes the same log-probs as the naive loop and as TRL's precompute
+    assert scoring["max_abs_diff_engine_vs_naive"] < 1e-3
+    assert scoring["max_abs_diff_engine_vs_trl"] < 1e-3
+    overhead = sections["overhead"]
+    assert overhead["pool_size"] >= overhead["pairs"] and 0 < overhead["selected"] <= overhead["pool_size"]
+    assert set(overhead["iteration_split"]) == {"scoring_and_selection", "generation", "training"}
+    generation = sections["generation"]
+    assert generation["tokens"]["batched"] > 0 and generation["vllm"]["status"] in ("skipped", "unavailable")
+    assert report["summary"]["scoring_engine_vs_naive"] == scoring["ratio_engine_vs_naive"]
+
+
+def test_memory_child_reports_peaks(perf):
+    result = perf.memory_child(perf.PROFILES["smoke"], "sera_cached_reference", torch.device("cpu"))
+    assert result["peak_rss_mib"] > 0 and result["peak_rss_over_start_mib"] >= 0
+
+
+def test_cost_model_fit(perf):
+    fitted = perf.fit([1, 2, 4], [1.5, 2.5, 4.5])
+    assert fitted["slope_s_per_unit"] == pytest.approx(1.0) and fitted["intercept_s"] == pytest.approx(0.5)
+
+
+def test_vllm_backend_says_why_it_cannot_run(tokenizer):
+    from sera.errors import SeraInputError
+    from sera.generation_vllm import VLLMGenerator, vllm_available
+    from sera.models import build_tiny_llama
+
+    reason = vllm_available()
+    if reason is None:
+        pytest.skip("vLLM and a GPU are present")
+    with pytest.raises(SeraInputError, match="vLLM"):
+        VLLMGenerator(build_tiny_llama(tokenizer), tokenizer)
