@@ -76,6 +76,7 @@ COMBINATIONS: dict[str, dict] = {
     "likelihood+quota": {"bootstrap_labeller": "likelihood", "selection_mode": "quota"},
     "likelihood+crossfit": {"bootstrap_labeller": "likelihood", "selection_mode": "crossfit"},
     "likelihood+irm-guard": {"bootstrap_labeller": "likelihood", "guard": "irm"},
+    "crossfit+irm-guard": {"selection_mode": "crossfit", "bootstrap": False, "guard": "irm"},
 }
 NOT_CANDIDATES = ("dpo", "oracle")  # the recommended mode is a SeRA variant a user can run without gold
 
@@ -292,14 +293,18 @@ def choose_betas(runs: list[dict]) -> dict:
 
 def choose_recommended(betas: dict, candidates: list[str]) -> dict | None:
     """The SeRA variant with the best world-A (sorting) validation gold at its chosen beta."""
-    scores = {row: betas[f"sorting/{row}"]["validation_gold"][str(betas[f"sorting/{row}"]["beta"])]
-              for row in candidates if f"sorting/{row}" in betas}
+    def score(row: str) -> float:
+        return betas[f"sorting/{row}"]["validation_gold"][str(betas[f"sorting/{row}"]["beta"])]
+
+    scores = {row: score(row) for row in candidates if f"sorting/{row}" in betas}
     if not scores:
         return None
     best = max(sorted(scores), key=lambda r: scores[r])
+    dpo = score("dpo") if "sorting/dpo" in betas else None
     return {"row": best, "rule": "highest world-A (sorting) validation gold reward at the row's chosen beta, "
                                  "among SeRA variants (not dpo, not oracle)",
-            "validation_gold": scores}
+            "validation_gold": scores, "dpo_validation_gold": dpo,
+            "beats_dpo_on_validation": None if dpo is None else scores[best] > dpo}
 
 
 def table(runs: list[dict], betas: dict, worlds: list[dict], rows: list[str]) -> list[dict]:
@@ -331,7 +336,8 @@ def table(runs: list[dict], betas: dict, worlds: list[dict], rows: list[str]) ->
                      "greedy_gold": _mean_std([r["test_greedy"]["gold"] for r in group]),
                      "length": _mean_std([r["test"]["length"] for r in group]),
                      "validation_gold": _mean_std([r["validation"]["gold"] for r in group]),
-                     "runs_with_warnings": sum(bool(r["warnings"]) for r in group)}
+                     "runs_with_warnings": sum(bool(r["warnings"]) for r in group),
+                     "final_iterates": [r.get("final_iterate") for r in sorted(group, key=lambda r: r["seed"])]}
             if kind == "filler":
                 entry["filler"] = _mean_std([r["test"].get("filler") for r in group])
             dpo = at_beta.get("dpo", {})
@@ -417,7 +423,10 @@ def markdown(results: dict) -> str:
              f"{results['runs_planned']}" + (" (PARTIAL)" if results["partial"] else ""), ""]
     rec = results.get("recommended")
     if rec:
-        lines += [f"Recommended mode (chosen on world A validation only): **{rec['row']}**", ""]
+        versus = "" if rec.get("dpo_validation_gold") is None else (
+            f" (world-A validation gold {rec['validation_gold'][rec['row']]:.3f} vs plain DPO "
+            f"{rec['dpo_validation_gold']:.3f}: {'above' if rec['beats_dpo_on_validation'] else 'NOT above'} DPO)")
+        lines += [f"Recommended mode (chosen on world A validation only): **{rec['row']}**{versus}", ""]
     for kind in WORLDS:
         rows = [t for t in results["table"] if t["world"] == kind]
         if not rows:
@@ -461,7 +470,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny worlds, T = 2, one seed: a smoke run")
     p.add_argument("--workers", type=int, default=1, help="process pool size (1 = run in this process)")
-    p.add_argument("--seeds", default=None, help="comma-separated seeds (default 1,2,3; quick: 1)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default 1,2,3,4,5; quick: 1)")
     p.add_argument("--betas", default=None, help="beta grid, the same for every row (default 0.1,0.5)")
     p.add_argument("--worlds", default=",".join(WORLDS), help="sorting,filler")
     p.add_argument("--rows", default=None, help="subset of rows (default: all rows and combinations)")
@@ -476,8 +485,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    # a CPU benchmark: tiny models, one thread per worker; on a machine with a GPU, 16 workers must not share it
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
     start = time.perf_counter()
-    seeds = [int(s) for s in (args.seeds or ("1" if args.quick else "1,2,3")).split(",") if s.strip()]
+    seeds = [int(s) for s in (args.seeds or ("1" if args.quick else "1,2,3,4,5")).split(",") if s.strip()]
     betas = [float(b) for b in (args.betas or ",".join(map(str, BETAS))).split(",") if b.strip()]
     worlds = [w.strip() for w in args.worlds.split(",") if w.strip()]
     if any(w not in WORLDS for w in worlds):
