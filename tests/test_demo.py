@@ -23,6 +23,7 @@ os.environ.setdefault("SERA_NO_PROGRESS", "1")
     (dict(noise=1.5), "--noise"),
     (dict(length_bias=-0.1), "--length-bias"),
     (dict(jobs=0), "--jobs"),
+    (dict(variants="selection-only,foo"), "--variants"),
 ])
 def test_bad_options_are_input_errors(tmp_path, kwargs, message):
     with pytest.raises(SeraInputError, match=message):
@@ -35,6 +36,8 @@ def test_option_defaults_quick_and_full(tmp_path):
     full = DemoOptions(output_dir=str(tmp_path)).resolve()
     assert full.daa == "dpo,ipo,slic,simpo" and full.seeds == [1, 2, 3]
     assert full.noise_sweep == [0.0, 0.2, 0.4] and full.betas == [0.05, 0.2, 1.0]
+    with_variants = DemoOptions(output_dir=str(tmp_path), quick=True, variants="selection-only").resolve()
+    assert with_variants.methods == ["daa", "sera", "sera/selection-only"]
     assert parse_daas("all") == ["dpo", "ipo", "slic", "simpo"] and parse_daas("ipo,dpo") == ["ipo", "dpo"]
 
 

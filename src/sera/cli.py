@@ -272,13 +272,16 @@ def demo(
                                                                           "(default: none with --quick, 0,0.2,0.4 "
                                                                           "otherwise)."),
     jobs: int = typer.Option(2, "--jobs", help="Runs in parallel processes, one thread each."),
+    variants: Optional[str] = typer.Option(None, "--variants", help="Extra SeRA variants to measure, comma-separated: "
+                                                                    "selection-only, bootstrap-only, "
+                                                                    "likelihood-labeller, offline-pool."),
 ) -> None:
     """Measure SeRA against its plain DAA in a synthetic world with a known gold reward (CPU, minutes)."""
     from sera.demo import DemoOptions, run_demo
 
     run_demo(DemoOptions(output_dir=str(output_dir), quick=quick, daa=daa, seeds=seeds, noise=noise,
                          length_bias=length_bias, off_policy=off_policy, betas=betas, noise_sweep=noise_sweep,
-                         jobs=jobs))
+                         jobs=jobs, variants=variants))
 
 
 def main() -> None:

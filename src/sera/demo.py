@@ -32,12 +32,19 @@ from pathlib import Path
 import numpy as np
 
 from sera.errors import SeraInputError
-from sera.io import read_jsonl, write_json
+from sera.io import append_jsonl, read_jsonl, write_json
 from sera.worlds import World, WorldConfig, build_world
 from sera.worlds.sorting import gold_reward
 
 DAAS = ("dpo", "ipo", "slic", "simpo")
 METHODS = ("daa", "sera")
+VARIANTS = {
+    "selection-only": {"bootstrap": False},           # component 1 alone (the paper's ablation)
+    "bootstrap-only": {"selection": False},           # component 2 alone (the paper's ablation)
+    "likelihood-labeller": {"bootstrap_labeller": "likelihood"},  # bootstrapped pairs labelled by log pi
+    "offline-pool": {"selection_pool": "offline"},    # rank offline pairs only, keep every bootstrapped pair
+}
+"""Opt-in SeRA variants (`--variants`), each a `sera train` option set; run as method `sera/<name>`."""
 BETA_GRID = (0.05, 0.2, 1.0)  # the paper's search grid
 NOISE_SWEEP = (0.0, 0.2, 0.4)  # full mode, DPO only
 EVAL_SEED = 1234
@@ -67,6 +74,7 @@ class DemoOptions:
     betas: str | list[float] | None = None  # default: the paper's grid 0.05,0.2,1.0
     noise_sweep: str | list[float] | None = None  # default: none (quick), 0,0.2,0.4 for DPO (full)
     jobs: int = 1  # runs in parallel processes (each single-threaded)
+    variants: str | list[str] | None = None  # extra SeRA variants (see VARIANTS), run like the other methods
     world: dict = field(default_factory=dict)  # overrides of WorldConfig sizes (tests use tiny worlds)
     train: dict = field(default_factory=dict)  # overrides of TRAIN_SETTINGS (tests)
 
@@ -88,11 +96,21 @@ class DemoOptions:
                 raise SeraInputError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
         if any(not 0.0 <= n <= 1.0 for n in sweep):
             raise SeraInputError("--noise-sweep: every noise rate must be in [0, 1]")
+        variants = [v.strip() for v in (self.variants.split(",") if isinstance(self.variants, str)
+                                        else self.variants or []) if v.strip()]
+        unknown = [v for v in variants if v not in VARIANTS]
+        if unknown:
+            raise SeraInputError(f"--variants: {', '.join(unknown)} not one of {', '.join(VARIANTS)}")
         if self.jobs < 1:
             raise SeraInputError("--jobs must be at least 1")
         if not self.output_dir:
             raise SeraInputError("--output-dir is required")
-        return replace(self, daa=",".join(daas), seeds=seeds, betas=betas, noise_sweep=sweep)
+        return replace(self, daa=",".join(daas), seeds=seeds, betas=betas, noise_sweep=sweep,
+                       variants=list(dict.fromkeys(variants)))
+
+    @property
+    def methods(self) -> list[str]:
+        return [*METHODS, *(f"sera/{v}" for v in self.variants or [])]
 
 
 def parse_daas(text: str) -> list[str]:
@@ -263,8 +281,9 @@ def run_job(spec: dict) -> dict:
     start = time.perf_counter()
     out, world = Path(spec["out"]), World.load(spec["world"])
     run_dir = out / spec["run_dir"]
-    summary = train_run(world, run_dir, method=spec["method"], daa=spec["daa"], beta=spec["beta"],
-                        seed=spec["seed"], overrides=spec["overrides"])
+    method, _, variant = spec["method"].partition("/")
+    summary = train_run(world, run_dir, method=method, daa=spec["daa"], beta=spec["beta"], seed=spec["seed"],
+                        overrides={**spec["overrides"], **VARIANTS.get(variant, {})})
     iterations = {**TRAIN_SETTINGS, **spec["overrides"]}["iterations"]
     evaluator = Evaluator(world)
     per_iteration = [{"iteration": t, **evaluator.model(run_dir / f"iter_{t}" / "model")["test"]}
@@ -274,7 +293,7 @@ def run_job(spec: dict) -> dict:
     record = {key: spec[key] for key in ("noise", "seed", "daa", "method", "beta", "run_dir")}
     record.update(final, per_iteration=per_iteration, train_seconds=summary.get("seconds_total"),
                   warnings=summary.get("warnings", []))
-    if spec["method"] == "sera":
+    if method == "sera":
         record["selection"] = review_selection(run_dir, world.meta(), iterations)
     record["wall_seconds"] = time.perf_counter() - start
     return record
@@ -310,6 +329,7 @@ def run_demo(options: DemoOptions, *, log=print) -> dict:
     options = options.resolve()
     out = Path(options.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "runs.jsonl").unlink(missing_ok=True)
     threads = torch.get_num_threads()
     _single_thread()
     try:
@@ -344,9 +364,10 @@ def _run_demo(options: DemoOptions, out: Path, log) -> dict:
         return {"out": str(out), "world": str(out / "worlds" / _world_name(noise, seed)), "noise": noise,
                 "seed": seed, "daa": daa, "method": method, "beta": beta, "validation": validation,
                 "overrides": options.train,
-                "run_dir": f"runs/{_world_name(noise, seed)}/{method}-{daa}-beta{beta:g}"}
+                "run_dir": f"runs/{_world_name(noise, seed)}/{method.replace('/', '+')}-{daa}-beta{beta:g}"}
 
     def run_done(record: dict) -> None:
+        append_jsonl(out / "runs.jsonl", record)  # progress so far, readable while the demo runs
         val = f", validation gold {record['validation']['gold']:.3f}" if "validation" in record else ""
         log(f"  {record['method']:4s} {record['daa']:5s} beta={record['beta']:<4g} noise={record['noise']:g} "
             f"seed={record['seed']}: test gold {record['test']['gold']:.3f}, win vs SFT "
@@ -355,11 +376,11 @@ def _run_demo(options: DemoOptions, out: Path, log) -> dict:
 
     # 1. beta per (DAA, method) on the validation prompts of the first seed's world, same grid and rule for all
     first = options.seeds[0]
-    grid = [(daa, method, beta) for daa in daas for method in METHODS for beta in options.betas]
+    grid = [(daa, method, beta) for daa in daas for method in options.methods for beta in options.betas]
     runs = _map(run_job, [spec(options.noise, first, d, m, b, True) for d, m, b in grid], jobs, run_done)
     chosen_beta: dict[str, dict] = {}
     for daa in daas:
-        for method in METHODS:
+        for method in options.methods:
             scores = {r["beta"]: r["validation"]["gold"] for r in runs if r["daa"] == daa and r["method"] == method}
             best = max(options.betas, key=lambda b: (scores[b], -options.betas.index(b)))
             chosen_beta[f"{method}-{daa}"] = {"chosen": best,
@@ -370,9 +391,9 @@ def _run_demo(options: DemoOptions, out: Path, log) -> dict:
 
     # 2. the remaining seeds, and the noise sweep (DPO), with the chosen betas
     rest = [spec(options.noise, seed, daa, method, chosen_beta[f"{method}-{daa}"]["chosen"], False)
-            for seed in options.seeds[1:] for daa in daas for method in METHODS]
+            for seed in options.seeds[1:] for daa in daas for method in options.methods]
     rest += [spec(noise, seed, "dpo", method, chosen_beta[f"{method}-dpo"]["chosen"], False)
-             for noise in options.noise_sweep for seed in options.seeds for method in METHODS]
+             for noise in options.noise_sweep for seed in options.seeds for method in options.methods]
     runs += _map(run_job, rest, jobs, run_done)
 
     results = _results(options, runs, chosen_beta, sft, out, time.perf_counter() - start)
@@ -402,7 +423,7 @@ def _results(options: DemoOptions, runs: list[dict], chosen_beta: dict, sft: dic
         table.append({"noise": noise, "daa": "-", "method": "sft", "beta": None, "seeds": len(base),
                       **_stats([s["test"] for s in base], [s["test_greedy"] for s in base])})
         for daa in options.daa.split(","):
-            for method in METHODS:
+            for method in options.methods:
                 group = [r for r in chosen if r["noise"] == noise and r["daa"] == daa and r["method"] == method]
                 if group:
                     table.append({"noise": noise, "daa": daa, "method": method, "beta": group[0]["beta"],
@@ -413,10 +434,11 @@ def _results(options: DemoOptions, runs: list[dict], chosen_beta: dict, sft: dic
             for r in chosen:
                 if r["noise"] == noise and r["daa"] == daa:
                     pairs.setdefault(r["seed"], {})[r["method"]] = r["test"]["gold"]
-            diffs = [p["sera"] - p["daa"] for p in pairs.values() if len(p) == 2]
-            if diffs:
-                table_row = next(t for t in table if t["noise"] == noise and t["daa"] == daa and t["method"] == "sera")
-                table_row["gold_minus_daa"] = _mean_std(diffs)
+            for method in options.methods[1:]:
+                diffs = [p[method] - p["daa"] for p in pairs.values() if method in p and "daa" in p]
+                if diffs:
+                    row = next(t for t in table if t["noise"] == noise and t["daa"] == daa and t["method"] == method)
+                    row["gold_minus_daa"] = _mean_std(diffs)
     world_info = {}
     for (noise, seed), grades in sorted(sft.items()):
         info = json.loads((out / "worlds" / _world_name(noise, seed) / "world.json").read_text(encoding="utf-8"))
@@ -427,7 +449,9 @@ def _results(options: DemoOptions, runs: list[dict], chosen_beta: dict, sft: dic
     return {
         "command": " ".join(["sera", *map(shlex.quote, sys.argv[1:])]) if Path(sys.argv[0]).name == "sera" else None,
         "mode": "quick" if options.quick else "full",
-        "options": {k: v for k, v in asdict(options).items() if k not in ("output_dir",)},
+        "options": {**{k: v for k, v in asdict(options).items() if k not in ("output_dir",)},
+                    "methods": options.methods},
+        "variants": {v: VARIANTS[v] for v in options.variants},
         "world": asdict(replace(any_world.config, seed=None, noise=None)),
         "train_settings": {**TRAIN_SETTINGS, **options.train, "other": "sera train defaults (paper's Algorithm 1)"},
         "evaluation": {"test_prompts": len(any_world.test_prompts),
@@ -467,7 +491,7 @@ def _fmt(stat: dict | None, digits: int = 3) -> str:
 def format_table(results: dict, markdown: bool = False) -> str:
     """The results table: one row per (noise, DAA, method), mean ± std over seeds."""
     header = ["noise", "DAA", "method", "beta", "seeds", "gold reward", "win rate vs SFT", "length",
-              "exact", "greedy gold", "SeRA - DAA (gold)"]
+              "exact", "greedy gold", "minus DAA (gold)"]
     rows = [[f"{r['noise']:g}", r["daa"], r["method"], "-" if r["beta"] is None else f"{r['beta']:g}",
              str(r["seeds"]), _fmt(r["gold"]), _fmt(r["win_rate_vs_sft"]), _fmt(r["length"], 2), _fmt(r["exact"]),
              _fmt(r["greedy_gold"]), _signed(r.get("gold_minus_daa"))] for r in results["table"]]
@@ -492,12 +516,15 @@ def _selection_lines(results: dict) -> list[str]:
     lines = []
     main_noise = results["options"]["noise"]
     beta = results["beta"]
-    for daa in results["options"]["daa"].split(","):
-        group = [r for r in results["runs"] if r["method"] == "sera" and r["daa"] == daa and r["noise"] == main_noise
-                 and r["beta"] == beta[f"sera-{daa}"]["chosen"]]
+    pairs = [(m, d) for d in results["options"]["daa"].split(",") for m in results["options"]["methods"]
+             if m.startswith("sera")]
+    for method, daa in pairs:
+        group = [r for r in results["runs"] if r["method"] == method and r["daa"] == daa and r["noise"] == main_noise
+                 and r["beta"] == beta[f"{method}-{daa}"]["chosen"]]
         if not group or not group[0].get("selection"):
             continue
-        lines.append(f"\nSeRA-{daa} selection (offline pairs; mean over {len(group)} seed(s)):")
+        name = f"SeRA{method[4:]}-{daa}"
+        lines.append(f"\n{name} selection (offline pairs; mean over {len(group)} seed(s)):")
         for index, row in enumerate(group[0]["selection"]):
             rows = [g["selection"][index] for g in group if len(g["selection"]) > index]
 
@@ -532,14 +559,16 @@ def write_plots(results: dict, out: Path) -> list[Path]:
     sft_gold = np.mean([w["sft"]["test"]["gold"] for k, w in results["worlds"].items()
                         if k.startswith(f"noise{main_noise:g}-")])
     for ax, daa in zip(axes[0], daas):
-        for method, colour in (("daa", "tab:blue"), ("sera", "tab:red")):
+        colours = ["tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown"]
+        for method, colour in zip(results["options"]["methods"], colours):
             group = [r for r in results["runs"] if r["daa"] == daa and r["method"] == method
                      and r["noise"] == main_noise and r["beta"] == beta[f"{method}-{daa}"]["chosen"]]
             if not group:
                 continue
             curves = np.array([[sft_gold] + [p["gold"] for p in r["per_iteration"]] for r in group])
             x = np.arange(curves.shape[1])
-            label = f"{daa.upper()} ({'epochs' if method == 'daa' else 'SeRA iterations'}), beta {group[0]['beta']:g}"
+            label = f"{daa.upper()} epochs" if method == "daa" else f"SeRA{method[4:]}-{daa.upper()}"
+            label += f", beta {group[0]['beta']:g}"
             ax.errorbar(x, curves.mean(0), yerr=curves.std(0) if len(group) > 1 else None, color=colour,
                         marker="o", capsize=3, label=label)
         ax.axhline(sft_gold, color="grey", linestyle=":", label="SFT")
