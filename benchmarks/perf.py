@@ -27,6 +27,7 @@ The JSON is written after every section, so a run cut short still leaves what it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import gc
 import json
@@ -195,6 +196,11 @@ def run_train_pass(model, tokenizer, rows, profile, dtype, scratch: Path, iterat
 
     return train_pass(model, tokenizer, rows, train_config(profile, dtype), get_daa("dpo"), epochs=1,
                       iteration=iteration, metrics_path=scratch / "metrics.jsonl")
+
+
+@contextlib.contextmanager
+def _nullcontext():
+    yield
 
 
 def response_tokens(sequences) -> int:
@@ -430,18 +436,40 @@ def section_overhead(ctx) -> dict:
         m = margins(r.of_iterate(1, chosen), r.of_iterate(1, rejected))
         return select_top_k([e.id for e in examples], m, selection_size(len(examples), 0.7))
 
-    runs = [timed(score_and_select_offline, device)[0] for _ in range(max(1, profile.reps))]
+    # Interleaved with one plain DAA epoch on the same pairs, each on a fresh copy of the SFT model, so
+    # that both sides of the ratio see the same machine load. On CPU, also the epoch with TRL's head
+    # switched to response positions (sera.scoring.compact_lm_head) -- what training would gain from it.
+    from sera.scoring import compact_lm_head
+
+    runs, epochs, compact_epochs = [], [], []
+    for _ in range(max(1, profile.reps)):
+        runs.append(timed(score_and_select_offline, device)[0])
+        plans = [(epochs, None)] + ([(compact_epochs, compact_lm_head)] if device.type == "cpu" else [])
+        for series, context in plans:
+            copy_model = build_model(profile.shape, device, dtype, seed=0)
+            with context(device) if context else _nullcontext():
+                series.append(timed(lambda: run_train_pass(copy_model, ctx.tokenizer, rows, profile, dtype,
+                                                           ctx.scratch, "epoch"), device)[0])
+            del copy_model
+            gc.collect()
     out["seconds_scoring_and_selection_offline_pairs"] = median(runs)
     out["seconds_scoring_and_selection_offline_pairs_all"] = runs
-    epoch = out["seconds_plain_daa_epoch"]
+    out["seconds_plain_daa_epoch_interleaved"] = median(epochs)
+    out["seconds_plain_daa_epoch_interleaved_all"] = epochs
+    epoch = median(epochs)
     out["ratio_scoring_selection_vs_epoch"] = out["seconds_scoring_and_selection_offline_pairs"] / epoch
+    if compact_epochs:
+        out["seconds_plain_daa_epoch_compact_head_all"] = compact_epochs
+        out["ratio_training_compact_head_speedup"] = epoch / median(compact_epochs)
+        out["ratio_scoring_selection_vs_epoch_with_compact_head_training"] = (
+            out["seconds_scoring_and_selection_offline_pairs"] / median(compact_epochs))
     scoring_total = out["seconds_scoring_bootstrap_candidates"] + out["seconds_scoring_and_selection_pool"]
     iteration = scoring_total + out["seconds_generation"] + out["seconds_training_selected"]
     out["iteration_split"] = {
         "scoring_and_selection": scoring_total / iteration, "generation": out["seconds_generation"] / iteration,
         "training": out["seconds_training_selected"] / iteration}
-    out["ratio_iteration_vs_plain_epoch"] = iteration / epoch
-    out["ratio_iteration_scoring_vs_plain_epoch"] = scoring_total / epoch
+    out["ratio_iteration_vs_plain_epoch"] = iteration / out["seconds_plain_daa_epoch"]
+    out["ratio_iteration_scoring_vs_plain_epoch"] = scoring_total / out["seconds_plain_daa_epoch"]
     out["target"] = "scoring + selection <= 0.35 x one training epoch on the same pairs"
     out["meets_target"] = bool(out["ratio_scoring_selection_vs_epoch"] <= 0.35)
     del policy

@@ -61,3 +61,30 @@ def test_vllm_backend_says_why_it_cannot_run(tokenizer):
         pytest.skip("vLLM and a GPU are present")
     with pytest.raises(SeraInputError, match="vLLM"):
         VLLMGenerator(build_tiny_llama(tokenizer), tokenizer)
+
+
+def test_shared_prompt_scoring_equals_one_sequence_at_a_time(tokenizer):
+    """The engine scores a prompt's completions in one row (block mask); values match scoring each alone,
+    for a plain model and for a LoRA policy seen through an adapter view (base and adapter)."""
+    import numpy as np
+
+    from sera.models import add_lora, build_tiny_llama, iterate_view, lora_config
+    from sera.scoring import sequence_logps
+
+    ids = lambda text: tokenizer(text).input_ids  # noqa: E731
+    eos = [tokenizer.eos_token_id]
+    sequences = [(ids("reverse abc ?"), ids(" cba.") + eos), (ids("reverse abc ?"), ids(" abc") + eos),
+                 (ids("x"), ids("yy") + eos), (ids("reverse abc ?"), ids(" c") + eos), (ids("q"), []),
+                 ([], ids("ab") + eos), (ids("x"), ids("zzzz") + eos)]
+    model = build_tiny_llama(tokenizer, seed=5)
+    shared = sequence_logps(model, sequences, batch_size=3)
+    alone = sequence_logps(model, sequences, batch_size=3, share_prompts=False)
+    np.testing.assert_allclose(shared, alone, rtol=1e-5, atol=1e-5)
+    policy = add_lora(build_tiny_llama(tokenizer, seed=5), lora_config(4))
+    for name, param in policy.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0, 0.5)
+    for view in (policy, iterate_view(policy, None)):
+        np.testing.assert_allclose(sequence_logps(view, sequences, batch_size=3),
+                                   sequence_logps(view, sequences, batch_size=3, share_prompts=False),
+                                   rtol=1e-5, atol=1e-5)
