@@ -86,7 +86,8 @@ def test_ablations(tmp_path, tiny_model_dir, monkeypatch, capsys, ablation, sele
     data = write_jsonl(tmp_path / "pairs.jsonl", make_pairs(8))
     out = tmp_path / ablation
     code, output = run_cli(["train", "--model", str(tiny_model_dir), "--dataset", str(data), "--output-dir", str(out),
-                            "--iterations", "2", "--ablation", ablation, "--max-bootstrap-prompts", "4", *FAST],
+                            "--iterations", "2", "--ablation", ablation, *FAST, "--max-bootstrap-prompts", "3",
+                            "--num-samples", "2", "--max-new-tokens", "4"],
                            monkeypatch, capsys)
     assert code == 0, output
     config = yaml.safe_load((out / "config.yaml").read_text())
