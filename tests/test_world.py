@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -130,3 +131,24 @@ def test_sft_tokenization_matches_sera_train():
     assert prompt_ids(tokenizer, "cab=") == tokens.prompt_ids
     assert labels[:len(tokens.prompt_ids)] == [-100] * len(tokens.prompt_ids)
     assert labels[-1] == tokenizer.eos_token_id
+
+
+def test_label_options_change_only_the_labels(tmp_path):
+    """A noise-sweep world reuses its seed's SFT policy: same prompts and responses, only the labels differ."""
+    import os
+
+    from sera.worlds import World, build_world
+
+    os.environ.setdefault("SERA_NO_PROGRESS", "1")
+    sizes = dict(sft_steps=5, sft_demonstrations=32, pair_prompts=60, validation_prompts=4, test_prompts=4,
+                 hidden_size=16)
+    clean = build_world(WorldConfig(seed=3, noise=0.0, **sizes), tmp_path / "clean", log=lambda _: None)
+    noisy = build_world(WorldConfig(seed=3, noise=0.5, **sizes), tmp_path / "noisy", reuse_sft=clean.root,
+                        log=lambda _: None)
+    assert (clean.sft_dir / "model.safetensors").read_bytes() == (noisy.sft_dir / "model.safetensors").read_bytes()
+    assert World.load(noisy.root).test_prompts == clean.test_prompts
+    unordered = lambda w: {(p["id"], p["prompt"], frozenset((p["chosen"], p["rejected"])))  # noqa: E731
+                           for p in map(json.loads, w.pairs_path.read_text().splitlines())}
+    assert unordered(clean) == unordered(noisy)
+    assert not any(m["flipped"] for m in clean.meta().values())
+    assert any(m["flipped"] for m in noisy.meta().values())

@@ -262,15 +262,16 @@ def _single_thread() -> None:
         torch.set_num_threads(1)  # a 47k-parameter model gains nothing from intra-op threads; they spin on a busy CPU
 
 
-def world_job(config: dict, root: str) -> dict:
-    """Build one world (SFT from scratch, pairs) and grade its SFT policy; output goes to WORLD.log."""
+def world_job(config: dict, root: str, reuse_sft: str | None = None) -> dict:
+    """Build one world (SFT from scratch, or copied from `reuse_sft`; pairs) and grade its SFT policy;
+    output goes to WORLD.log."""
     _single_thread()
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
     with open(root.parent / f"{root.name}.log", "w", encoding="utf-8") as handle, \
             contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
-        world = build_world(WorldConfig(**config), root, log=lines.append)
+        world = build_world(WorldConfig(**config), root, reuse_sft=reuse_sft, log=lines.append)
         evaluator = Evaluator(world)
     return {"root": str(root), "lines": lines, "sft": evaluator.sft}
 
@@ -343,12 +344,12 @@ def _run_demo(options: DemoOptions, out: Path, log) -> dict:
     daas = options.daa.split(",")
     jobs = options.jobs
 
-    # 0. the worlds: one per (noise, seed)
-    keys = [(options.noise, seed) for seed in options.seeds] + [(n, s) for n in options.noise_sweep
-                                                                 for s in options.seeds]
-    configs = [(asdict(WorldConfig(seed=seed, noise=noise, length_bias=options.length_bias,
-                                   off_policy=options.off_policy, **options.world).validate()),
-                str(out / "worlds" / _world_name(noise, seed))) for noise, seed in keys]
+    # 0. the worlds: one per (noise, seed); a noise-sweep world shares its seed's SFT policy (copied, not retrained)
+    def world_args(noise: float, seed: int, reuse: bool) -> tuple:
+        config = WorldConfig(seed=seed, noise=noise, length_bias=options.length_bias, off_policy=options.off_policy,
+                             **options.world).validate()
+        donor = str(out / "worlds" / _world_name(options.noise, seed)) if reuse else None
+        return asdict(config), str(out / "worlds" / _world_name(noise, seed)), donor
 
     def world_done(result: dict) -> None:
         for line in result["lines"]:
@@ -357,8 +358,11 @@ def _run_demo(options: DemoOptions, out: Path, log) -> dict:
         log(f"{Path(result['root']).name}: SFT policy gold {sft['test']['gold']:.3f} sampled, "
             f"{sft['test_greedy']['gold']:.3f} greedy, on {options_test_prompts(options)} test prompts")
 
-    built = _map(world_job, configs, jobs, world_done)
-    sft = {key: result["sft"] for key, result in zip(keys, built)}
+    keys = [(options.noise, seed) for seed in options.seeds]
+    built = _map(world_job, [world_args(*key, reuse=False) for key in keys], jobs, world_done)
+    sweep = [(noise, seed) for noise in options.noise_sweep for seed in options.seeds]
+    built += _map(world_job, [world_args(*key, reuse=True) for key in sweep], jobs, world_done)
+    sft = {key: result["sft"] for key, result in zip(keys + sweep, built)}
 
     def spec(noise, seed, daa, method, beta, validation):
         return {"out": str(out), "world": str(out / "worlds" / _world_name(noise, seed)), "noise": noise,

@@ -95,10 +95,19 @@ class World:
         return cls(root, WorldConfig(**info["config"]), prompts["validation"], prompts["test"])
 
 
-def build_world(config: WorldConfig, root: str | Path, *, log=print) -> World:
-    """Make the world in `root`: SFT policy from scratch, offline pairs and their truth, held-out prompts."""
+LABEL_OPTIONS = ("noise", "length_bias", "off_policy")
+"""World options that change only the offline pairs, not the prompts, demonstrations or SFT policy."""
+
+
+def build_world(config: WorldConfig, root: str | Path, *, reuse_sft: str | Path | None = None, log=print) -> World:
+    """Make the world in `root`: SFT policy from scratch, offline pairs and their truth, held-out prompts.
+
+    `reuse_sft`: a world built earlier whose options differ from `config` in LABEL_OPTIONS only; its SFT
+    policy is copied instead of trained again (the result is the same world, only faster)."""
+    import shutil
+
     from sera.generation import SamplingParams, generate_completions
-    from sera.models import build_char_tokenizer, build_tiny_llama, save_model
+    from sera.models import build_char_tokenizer, build_tiny_llama, load_model, save_model
     from sera.worlds.sft import prompt_ids, train_sft
 
     config.validate()
@@ -113,14 +122,22 @@ def build_world(config: WorldConfig, root: str | Path, *, log=print) -> World:
 
     start = time.perf_counter()
     tokenizer = build_char_tokenizer(ALPHABET)
-    model = build_tiny_llama(tokenizer, hidden_size=config.hidden_size, layers=config.layers, heads=config.heads,
-                             max_positions=64, seed=config.seed)
-    losses = train_sft(model, tokenizer, demonstrations, steps=config.sft_steps, batch_size=config.sft_batch_size,
-                       learning_rate=config.sft_learning_rate, seed=config.seed)
-    save_model(model, tokenizer, root / "sft")
-    sft_seconds = time.perf_counter() - start
-    log(f"world seed {config.seed}: SFT policy trained from scratch in {sft_seconds:.0f}s "
-        f"({sum(p.numel() for p in model.parameters()) / 1e3:.0f}k parameters, final loss {losses[-1]:.3f})")
+    donor = json.loads((Path(reuse_sft) / "world.json").read_text(encoding="utf-8")) if reuse_sft else None
+    if donor and _sft_options(donor["config"]) == _sft_options(asdict(config)):
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(Path(reuse_sft) / "sft", root / "sft", dirs_exist_ok=True)
+        model = load_model(str(root / "sft"), dtype="float32")
+        losses, sft_seconds = [donor["sft_final_loss"]], donor["sft_seconds"]
+        log(f"world seed {config.seed}: SFT policy copied from {Path(reuse_sft).name} (same seed and options)")
+    else:
+        model = build_tiny_llama(tokenizer, hidden_size=config.hidden_size, layers=config.layers,
+                                 heads=config.heads, max_positions=64, seed=config.seed)
+        losses = train_sft(model, tokenizer, demonstrations, steps=config.sft_steps,
+                           batch_size=config.sft_batch_size, learning_rate=config.sft_learning_rate, seed=config.seed)
+        save_model(model, tokenizer, root / "sft")
+        sft_seconds = time.perf_counter() - start
+        log(f"world seed {config.seed}: SFT policy trained from scratch in {sft_seconds:.0f}s "
+            f"({sum(p.numel() for p in model.parameters()) / 1e3:.0f}k parameters, final loss {losses[-1]:.3f})")
 
     params = SamplingParams(num_samples=4, temperature=config.sft_sample_temperature, top_p=1.0,
                             max_new_tokens=2 * config.max_letters + 4)
@@ -142,6 +159,10 @@ def build_world(config: WorldConfig, root: str | Path, *, log=print) -> World:
     }
     write_json(root / "world.json", summary)
     return World(root, config, validation, test)
+
+
+def _sft_options(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in LABEL_OPTIONS}
 
 
 def pairs_summary(meta: list[dict]) -> dict:
