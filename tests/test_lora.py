@@ -9,7 +9,7 @@ from safetensors import safe_open
 
 from sera.errors import SeraInputError
 from sera.io import read_jsonl
-from sera.models import add_lora, iterate_view, load_model, lora_config, save_model
+from sera.models import add_lora, iterate_view, load_lora_policy, load_model, lora_config, save_model
 from sera.scoring import sequence_logps
 from tests.test_cli_train import FAST, run_cli
 
@@ -47,6 +47,9 @@ def test_views_share_one_model_and_saved_adapters_reload(tmp_path, tiny_model_di
 
     np.testing.assert_allclose(sequence_logps(load_model(str(tmp_path / "iter_1" / "model")), SEQUENCES), first,
                                rtol=1e-5)  # an adapter folder loads as base + adapter, merged
+    resumed = load_lora_policy(load_model(str(tiny_model_dir)), tmp_path / "iter_1" / "model")
+    np.testing.assert_allclose(sequence_logps(resumed, SEQUENCES), first, rtol=1e-5)  # trainable again
+    assert {n for n, p in resumed.named_parameters() if p.requires_grad} == trainable
     save_model(policy, tokenizer, tmp_path / "merged", merge=True)
     merged = load_model(str(tmp_path / "merged"))
     assert not any("lora" in n for n, _ in merged.named_parameters())

@@ -1,7 +1,6 @@
 """The paper's Table 4 as shipped presets: listed by `sera presets`, layered below --config and flags."""
 
 import pytest
-import yaml
 
 from sera.config import resolve_config
 from sera.errors import SeraInputError
@@ -52,14 +51,18 @@ def test_presets_command_lists_names_and_values(monkeypatch, capsys):
     assert "--lora-r" in output and "5e-06" in output and "ipo 1.0" in output
 
 
-def test_train_with_a_preset_records_its_values(tmp_path, tiny_model_dir, pairs_file, monkeypatch, capsys):
-    out = tmp_path / "run"
-    code, output = run_cli(["train", "--preset", "pythia-2.8b", "--model", str(tiny_model_dir), "--dataset",
-                            str(pairs_file), "--output-dir", str(out), "--iterations", "1", "--batch-size", "8",
-                            "--grad-accum", "1"], monkeypatch, capsys)
+def test_train_flag_preset_reaches_the_run(tmp_path, tiny_model_dir, pairs_file, monkeypatch, capsys):
+    import sera.loop
+    import sera.report
+
+    seen = []
+    monkeypatch.setattr(sera.loop, "run", lambda config: seen.append(config) or {})
+    monkeypatch.setattr(sera.report, "print_summary", lambda summary: None)
+    common = ["--model", str(tiny_model_dir), "--dataset", str(pairs_file), "--output-dir", str(tmp_path / "o")]
+    code, output = run_cli(["train", "--preset", "pythia-2.8b", *common, "--batch-size", "8", "--daa", "ipo"],
+                           monkeypatch, capsys)
     assert code == 0, output
-    config = yaml.safe_load((out / "config.yaml").read_text())
-    assert config["learning_rate"] == 3e-6 and config["beta"] == 0.2 and config["batch_size"] == 8
-    code, output = run_cli(["train", "--preset", "nope", "--model", str(tiny_model_dir), "--dataset",
-                            str(pairs_file), "--output-dir", str(tmp_path / "o2")], monkeypatch, capsys)
+    config = seen[0]
+    assert (config.learning_rate, config.beta, config.batch_size, config.grad_accum) == (3e-6, 1.0, 8, 4)
+    code, output = run_cli(["train", "--preset", "nope", *common], monkeypatch, capsys)
     assert code == 2 and "unknown preset" in output

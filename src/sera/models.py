@@ -177,6 +177,23 @@ def add_lora(model: PreTrainedModel, config, base: dict[str, Any] | None = None)
     return peft_model
 
 
+def load_lora_policy(model: PreTrainedModel, directory: Path, base: dict[str, Any] | None = None):
+    """The base `model` with the adapter saved in `directory` as its trainable `default` adapter (to go on
+    training a LoRA policy, e.g. when a run resumes after iteration t)."""
+    from peft import PeftModel
+    from trl.trainer.utils import add_fused_lm_head
+
+    if not getattr(model, "_sera_fused_head", False):
+        add_fused_lm_head(model)
+        model._sera_fused_head = True
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(directory), adapter_name="default", is_trainable=True)
+    except Exception as exc:
+        raise SeraInputError(f"cannot load adapter {str(directory)!r}: {_first_line(exc)}") from exc
+    peft_model._sera_base = dict(base or {})
+    return peft_model
+
+
 def is_lora(model: Any) -> bool:
     return _peft_parts(model)[0] is not None
 
