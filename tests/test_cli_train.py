@@ -75,11 +75,14 @@ def test_three_iterations_write_the_whole_run_directory(tmp_path, tiny_model_dir
 
 def test_plain_daa_and_ablations(tmp_path, tiny_model_dir, pairs_file, monkeypatch, capsys):
     common = ["train", "--model", str(tiny_model_dir), "--dataset", str(pairs_file), "--iterations", "2", *FAST]
-    code, output = run_cli([*common, "--output-dir", str(tmp_path / "daa"), "--method", "daa"], monkeypatch, capsys)
+    code, output = run_cli([*common, "--output-dir", str(tmp_path / "daa"), "--method", "daa", "--validation-ratio",
+                            "0.2"], monkeypatch, capsys)
     assert code == 0, output
     summary = json.loads((tmp_path / "daa" / "summary.json").read_text())
-    assert summary["method"] == "daa" and summary["iterations"][0]["train_steps"] == 8  # 2 epochs x 16/4
+    assert summary["method"] == "daa" and summary["iterations"][0]["train_steps"] == 8  # 2 epochs x ceil(13/4)
     assert (tmp_path / "daa" / "iter_1" / "model").exists() and (tmp_path / "daa" / "iter_2" / "model").exists()
+    assert "val_irm_accuracy" in summary["iterations"][0]
+    assert "labeller_accuracy" not in summary["iterations"][0]  # a plain DAA never bootstraps
 
     code, output = run_cli([*common, "--output-dir", str(tmp_path / "sel"), "--no-bootstrap", "--daa", "ipo"],
                            monkeypatch, capsys)

@@ -6,8 +6,8 @@ documented threshold into plain-language warnings (printed, and listed in summar
 | signal | meaning | warn when |
 |---|---|---|
 | val_irm_accuracy | held-out offline pairs whose implicit reward margin agrees with the label | < 0.55 |
-| labeller_accuracy | held-out pairs the bootstrap labeller orders like the label | < 0.55 |
-| displacement_corr | within-prompt Spearman of implicit reward vs reference log-likelihood of samples | < -0.3 |
+| labeller_accuracy | held-out pairs the bootstrap labeller orders like the label (runs that bootstrap) | < 0.55 |
+| displacement_corr | within-prompt Spearman of implicit reward vs reference log-likelihood of samples (implicit and blend labellers) | < -0.3 |
 | generated_share_kept | share of kept pairs that are bootstrapped | > 0.5 |
 | length_drift | mean length of greedy held-out responses / the SFT model's | > 1.3 or < 0.7 |
 

@@ -128,6 +128,7 @@ class SeraRun:
         self.reward = ImplicitReward(self.daa, config.beta, self.bank, config.reference)
         self.labeller = build_labeller(config.bootstrap_labeller, self.pair_tokenizer, self.reward,
                                        config.ensemble_gamma)
+        self._bootstraps = config.method == "sera" and config.bootstrap
         self.iterations: list[dict] = []
         self.warnings: list[str] = []
         self._current: dict = {}
@@ -154,7 +155,8 @@ class SeraRun:
         texts = [[c.text for c in s] for s in samples]
         result = make_pairs([(pid, p) for pid, p, _ in prompts], texts,
                             lambda ps, cs: self.labeller(t - 1, ps, cs), iteration=t)
-        self._current["displacement_corr"] = self._displacement(t - 1, [p for _, p, _ in prompts], texts)
+        if self.labeller.name == "implicit" or self.labeller.name.startswith("blend:"):
+            self._current["displacement_corr"] = self._displacement(t - 1, [p for _, p, _ in prompts], texts)
         self._current["seconds_scoring"] = self.bank.seconds - scoring_before
         write_jsonl(self.dir.generated(t), result.records)
         skipped = Counter(result.skipped)
@@ -320,9 +322,10 @@ class SeraRun:
         chosen = self.reward.of_iterate(t, [e.chosen for e in self.validation])
         rejected = self.reward.of_iterate(t, [e.rejected for e in self.validation])
         review["val_irm_accuracy"] = preference_accuracy(margins(chosen, rejected))
-        labels = self.labeller(t, [e.pair.prompt for e in self.validation],
-                               [[e.pair.chosen, e.pair.rejected] for e in self.validation])
-        review["labeller_accuracy"] = preference_accuracy(np.array([r[0] - r[1] for r in labels]))
+        if self._bootstraps:  # how the labeller of the next bootstrapping would order held-out pairs
+            labels = self.labeller(t, [e.pair.prompt for e in self.validation],
+                                   [[e.pair.chosen, e.pair.rejected] for e in self.validation])
+            review["labeller_accuracy"] = preference_accuracy(np.array([r[0] - r[1] for r in labels]))
         responses = self._validation_responses()
         review["val_response_tokens"] = float(np.mean([c.num_tokens for c in responses]))
         if t > 0 and self._sft_review.get("val_response_tokens"):
