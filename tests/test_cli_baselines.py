@@ -53,7 +53,8 @@ def test_spa_trains_on_a_seed_then_on_self_labelled_samples(tmp_path, tiny_model
     code, output = run_cli(["train", "--model", str(tiny_model_dir), "--dataset", str(pairs_file), "--output-dir",
                             str(out), "--method", "spa", "--iterations", "3", "--spa-seed-ratio", "0.25",
                             "--spa-smooth-lowest", "0.5", "--spa-label-smoothing", "0.2",
-                            "--reference", "sft", *FAST, "--batch-size", "2"], monkeypatch, capsys)
+                            "--reference", "sft", *FAST, "--batch-size", "2", "--max-bootstrap-prompts", "5"],
+                           monkeypatch, capsys)
     assert code == 0, output
     assert yaml.safe_load((out / "config.yaml").read_text())["reference"] == "previous"  # whatever --reference says
     summary = json.loads((out / "summary.json").read_text())
@@ -61,7 +62,7 @@ def test_spa_trains_on_a_seed_then_on_self_labelled_samples(tmp_path, tiny_model
     first, *later = summary["iterations"]
     assert first["selected"] == 4
     for t, it in zip((2, 3), later):
-        assert it["spa_prompts"] == 6 and it["selected"] == it["generated"] > 0
+        assert it["spa_prompts"] == 5 and it["selected"] == it["generated"] > 0
         records = read_jsonl(out / f"iter_{t}" / "generated.jsonl")
         assert len(records) == it["generated"] and it["spa_smoothed"] == sum(r["label_smoothing"] > 0 for r in records)
         for r in records:

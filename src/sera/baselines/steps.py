@@ -10,6 +10,7 @@ directory, so that a baseline and SeRA differ only in the decisions of :mod:`.cu
 from __future__ import annotations
 
 import dataclasses
+import random
 import time
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -58,8 +59,9 @@ def spa_split(run: "SeraRun") -> tuple[list["Example"], list[set[str]]]:
 
 
 def spa_pairs(run: "SeraRun", t: int, share: set[str]) -> list["Example"]:
-    """Sample N responses per prompt of `share` from theta_{t-1}; label best vs worst by its DPO implicit reward
-    against theta_{t-2} (the run's reference is the previous iterate); smooth the low-confidence labels."""
+    """Sample N responses per prompt of `share` (at most `max_bootstrap_prompts` of them, a seeded subset, as SeRA
+    samples) from theta_{t-1}; label best vs worst by its DPO implicit reward against theta_{t-2} (the run's
+    reference is the previous iterate); smooth the low-confidence labels."""
     cfg = run.config
     prompts, seen = [], set()
     for example in run.offline:
@@ -69,6 +71,8 @@ def spa_pairs(run: "SeraRun", t: int, share: set[str]) -> list["Example"]:
             ids = run.pair_tokenizer.prompt_ids(example.pair.prompt)
             if len(ids) < cfg.max_length:
                 prompts.append((example.pair.id, example.pair.prompt, ids))
+    if cfg.max_bootstrap_prompts is not None and cfg.max_bootstrap_prompts < len(prompts):  # SeRA's sampling budget
+        prompts = sorted(random.Random(cfg.seed + t).sample(prompts, cfg.max_bootstrap_prompts), key=lambda p: p[0])
     params = SamplingParams(cfg.num_samples, cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     start = time.perf_counter()
     samples = run._generate([ids for _, _, ids in prompts], params, seed=cfg.seed + t,
