@@ -347,6 +347,16 @@ def section_scoring(ctx) -> dict:
             "ratio_engine_vs_trl_precompute": "one model pass over the same sequences: sequence_logps vs "
                                               "TRL DPOTrainer._precompute_ref_logps, same batch size"},
     }
+    # The same ratios within each repetition (variants of one repetition ran back to back): their spread
+    # shows how much the machine's load moved the medians.
+    def per_rep(a, a_tokens, b, b_tokens):
+        return [(a_tokens / ta) / (b_tokens / tb) for ta, tb in zip(times[a], times[b])]
+
+    result["per_repetition"] = {
+        "engine_vs_naive": per_rep("engine_reference_cached", tokens, "naive_policy_and_reference", naive_tokens // 2),
+        "engine_cold_vs_naive": per_rep("engine_policy_and_reference", tokens, "naive_policy_and_reference",
+                                        naive_tokens // 2),
+        "engine_vs_trl_precompute": per_rep("engine_one_model", tokens, "trl_precompute_one_model", tokens)}
     result["ratio_prompt_sharing_vs_one_sequence_per_row"] = (
         throughput["engine_one_model"] / throughput["engine_one_model_no_prompt_sharing"])
     if "engine_one_model_trl_head_as_shipped" in throughput:
