@@ -127,3 +127,18 @@ def test_lora_option_errors(tmp_path, tiny_model_dir, pairs_file, monkeypatch, c
     assert code == 2 and "--lora-r" in output
     with pytest.raises(SeraInputError, match="--lora-target-modules"):
         add_lora(load_model(str(tiny_model_dir)), lora_config(4, target_modules="no_such_module"))
+
+
+def test_plain_dpo_with_lora_saves_an_adapter_per_epoch(tmp_path, tiny_model_dir, pairs_file, monkeypatch, capsys):
+    out = tmp_path / "daa"
+    code, output = run_cli(["train", "--model", str(tiny_model_dir), "--dataset", str(pairs_file), "--output-dir",
+                            str(out), "--method", "daa", "--iterations", "2", "--lora-r", "4", *FAST],
+                           monkeypatch, capsys)
+    assert code == 0, output
+    for folder in (out / "iter_1" / "model", out / "iter_2" / "model", out / "final"):
+        assert (folder / "adapter_model.safetensors").exists() and not (folder / "model.safetensors").exists()
+    assert json.loads((out / "final" / "sera_base.json").read_text())["model"] == str(tiny_model_dir)
+    final, last = load_model(str(out / "final")), load_model(str(out / "iter_2" / "model"))  # base + adapter
+    np.testing.assert_allclose(sequence_logps(final, SEQUENCES), sequence_logps(last, SEQUENCES), rtol=1e-6)
+    assert not np.allclose(sequence_logps(final, SEQUENCES), sequence_logps(load_model(str(tiny_model_dir)),
+                                                                            SEQUENCES))
