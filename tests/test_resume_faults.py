@@ -130,3 +130,28 @@ def test_every_pair_tied_or_empty_data_exit_2(tmp_path, tiny_model_dir, monkeypa
         code, output = run_cli(["train", "--model", str(tiny_model_dir), "--dataset", str(data), "--output-dir",
                                 str(tmp_path / "o"), *FAST], monkeypatch, capsys)
         assert code == 2 and "no usable preference pairs" in output
+
+
+def test_a_lora_run_resumes_to_the_same_selection(tmp_path, tiny_model_dir, pairs_file, monkeypatch, capsys):
+    from sera import loop
+
+    args = ["train", "--model", str(tiny_model_dir), "--dataset", str(pairs_file), "--iterations", "2", *FAST,
+            "--lora-r", "4", "--beta", "0.5"]
+    code, output = run_cli([*args, "--output-dir", str(tmp_path / "whole")], monkeypatch, capsys)
+    assert code == 0, output
+    real_generate = loop.generate_completions
+
+    def interrupted(*a, **k):
+        if k.get("description", "").startswith("iteration 2"):
+            raise KeyboardInterrupt
+        return real_generate(*a, **k)
+
+    monkeypatch.setattr(loop, "generate_completions", interrupted)
+    code, output = run_cli([*args, "--output-dir", str(tmp_path / "cut")], monkeypatch, capsys)
+    assert code == 1
+    monkeypatch.setattr(loop, "generate_completions", real_generate)
+    code, output = run_cli(["train", "--resume", str(tmp_path / "cut")], monkeypatch, capsys)
+    assert code == 0, output
+    whole, cut = (_selections(tmp_path / name)[2] for name in ("whole", "cut"))
+    assert [r[:2] for r in cut] == [r[:2] for r in whole]
+    assert [r[2] for r in cut] == pytest.approx([r[2] for r in whole], abs=2e-4)

@@ -36,7 +36,8 @@ from sera.errors import SeraInputError, SeraRuntimeError
 from sera.generation import SamplingParams, generate_completions
 from sera.io import append_jsonl, write_json, write_jsonl, write_yaml
 from sera.labellers import build_labeller, candidate_sequences, prompt_text
-from sera.models import add_lora, iterate_view, load_model, load_tokenizer, lora_config, save_model
+from sera.models import (add_lora, iterate_view, load_lora_policy, load_model, load_tokenizer, lora_config,
+                         save_model)
 from sera.progress import console
 from sera.rewards import ImplicitReward, margins
 from sera.run_dir import RunDirectory
@@ -455,12 +456,16 @@ class SeraRun:
         model.eval()
         return model
 
-    def _load_base(self):
+    def _load_base(self, adapter=None):
+        """The SFT model; with --lora-r wrapped in a fresh adapter, or in `adapter` (a saved iterate's, to resume)."""
         cfg = self.config
         model = load_model(cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code, gguf_file=cfg.gguf_file)
-        if cfg.lora_r:
+        base = {"model": cfg.model, "gguf_file": cfg.gguf_file}
+        if cfg.lora_r and adapter is not None:
+            model = load_lora_policy(model, adapter, base)
+        elif cfg.lora_r:
             model = add_lora(model, lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules),
-                             {"model": cfg.model, "gguf_file": cfg.gguf_file})
+                             base)
         model.eval()
         return model
 
@@ -496,14 +501,13 @@ class SeraRun:
             "seconds": time.perf_counter() - self.started + self._seconds_before})
 
     def _restore(self, state: dict) -> None:
-        if self.config.lora_r and state["completed"]:
-            raise SeraInputError("--resume of a LoRA run is not supported yet; rerun it from the start")
         self.completed, self.iterations, self.warnings = state["completed"], state["iterations"], state["warnings"]
         self._sft_review, self._crossfit = state["sft_review"], state["crossfit"]
         self._guard_scores = {int(k): v for k, v in state["guard_scores"].items()}
         self._seconds_before = state["seconds"]
         if self.completed and self.config.method != "daa":
-            self.policy = self._load(self.completed)
+            self.policy = self._load_base(adapter=self.dir.model(self.completed)) if self.config.lora_r \
+                else self._load(self.completed)
             self.bank.hold(self.completed, self.policy)
         append_jsonl(self.dir.metrics, {"event": "resumed", "after_iteration": self.completed})
         console.print(f"resuming {self.dir.root} after iteration {self.completed}", highlight=False)
