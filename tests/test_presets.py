@@ -11,7 +11,7 @@ BASE = {"model": "m", "dataset": "d.jsonl", "output_dir": "out"}
 
 
 def test_the_three_presets_hold_table_4():
-    assert preset_names() == ["mistral-7b-lora", "pythia-2.8b", "tinyllama-1.1b"]
+    assert preset_names() == ["mistral-7b-lora", "pythia-2.8b", "recommended", "tinyllama-1.1b"]
     tiny = resolve_config(None, BASE, preset="tinyllama-1.1b")
     assert (tiny.learning_rate, tiny.beta, tiny.batch_size, tiny.grad_accum) == (3e-6, 0.2, 8, 2)
     assert (tiny.iterations, tiny.selection_ratio, tiny.ensemble_gamma, tiny.lora_r) == (3, 0.7, 0.3, None)
@@ -66,3 +66,10 @@ def test_train_flag_preset_reaches_the_run(tmp_path, tiny_model_dir, pairs_file,
     assert (config.learning_rate, config.beta, config.batch_size, config.grad_accum) == (3e-6, 1.0, 8, 4)
     code, output = run_cli(["train", "--preset", "nope", *common], monkeypatch, capsys)
     assert code == 2 and "unknown preset" in output
+
+
+def test_the_recommended_self_review_preset():
+    """Chosen by the evidence of docs/self-review.md; beta stays the user's (or the default)."""
+    config = resolve_config(None, BASE, preset="recommended")
+    assert (config.method, config.selection_mode, config.bootstrap, config.guard) == ("sera", "crossfit", False, "irm")
+    assert config.validation_ratio > 0 and config.beta == 0.1
