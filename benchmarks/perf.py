@@ -176,7 +176,10 @@ def train_config(profile: Profile, dtype: torch.dtype, **overrides):
     from sera.config import TrainConfig
 
     config = TrainConfig()
-    values = dict(batch_size=profile.train_batch, grad_accum=1, learning_rate=1e-6, beta=0.1, logging_steps=1000,
+    # No LR warm-up: with one or two steps per epoch a warm-up would leave the policy equal to the reference,
+    # every implicit reward 0, and bootstrapping with nothing but ties.
+    values = dict(batch_size=profile.train_batch, grad_accum=1, learning_rate=1e-6, warmup_ratio=0.0, beta=0.1,
+                  logging_steps=1000,
                   gradient_checkpointing=False, seed=0, dtype="bfloat16" if dtype == torch.bfloat16 else "float32")
     values.update(overrides)
     for key, value in values.items():
@@ -422,6 +425,7 @@ def section_overhead(ctx) -> dict:
                           device)
     out["seconds_scoring_bootstrap_candidates"] = seconds
     out["generated_pairs"] = len(boot.pairs)
+    out["bootstrap_skipped"] = dict(boot.skipped)
     generated = [t for t in tokenize(boot.pairs, ctx.tokenizer) if t is not None]
     pool = list(examples) + generated
 
