@@ -53,7 +53,7 @@ def test_other_writers_are_verbose_and_of_different_quality():
     prompts = sample_prompts(2000, rng)
     strong = [STRONG.write(p, rng) for p in prompts]
     weak = [WEAK.write(p, rng) for p in prompts]
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    mean = lambda xs: sum(xs) / len(xs)
     assert mean([gold_reward(p, r) for p, r in zip(prompts, strong)]) > 0.75
     assert mean([gold_reward(p, r) for p, r in zip(prompts, weak)]) < 0.45
     # their mistakes are mostly stutters: they run longer than the answer on average
@@ -147,7 +147,7 @@ def test_label_options_change_only_the_labels(tmp_path):
                         log=lambda _: None)
     assert (clean.sft_dir / "model.safetensors").read_bytes() == (noisy.sft_dir / "model.safetensors").read_bytes()
     assert World.load(noisy.root).test_prompts == clean.test_prompts
-    unordered = lambda w: {(p["id"], p["prompt"], frozenset((p["chosen"], p["rejected"])))  # noqa: E731
+    unordered = lambda w: {(p["id"], p["prompt"], frozenset((p["chosen"], p["rejected"])))
                            for p in map(json.loads, w.pairs_path.read_text().splitlines())}
     assert unordered(clean) == unordered(noisy)
     assert not any(m["flipped"] for m in clean.meta().values())

@@ -78,7 +78,7 @@ class DemoOptions:
     world: dict = field(default_factory=dict)  # overrides of WorldConfig sizes (tests use tiny worlds)
     train: dict = field(default_factory=dict)  # overrides of TRAIN_SETTINGS (tests)
 
-    def resolve(self) -> "DemoOptions":
+    def resolve(self) -> DemoOptions:
         daas = parse_daas(self.daa if self.daa is not None else ("dpo" if self.quick else "all"))
         seeds = parse_numbers(self.seeds if self.seeds is not None else ("1" if self.quick else "1,2,3"),
                               int, "--seeds")
@@ -520,8 +520,8 @@ def _selection_lines(results: dict) -> list[str]:
     lines = []
     main_noise = results["options"]["noise"]
     beta = results["beta"]
-    pairs = [(m, d) for d in results["options"]["daa"].split(",") for m in results["options"]["methods"]
-             if m.startswith("sera")]
+    methods = results["options"].get("methods", METHODS)
+    pairs = [(m, d) for d in results["options"]["daa"].split(",") for m in methods if m.startswith("sera")]
     for method, daa in pairs:
         group = [r for r in results["runs"] if r["method"] == method and r["daa"] == daa and r["noise"] == main_noise
                  and r["beta"] == beta[f"{method}-{daa}"]["chosen"]]
@@ -532,7 +532,7 @@ def _selection_lines(results: dict) -> list[str]:
         for index, row in enumerate(group[0]["selection"]):
             rows = [g["selection"][index] for g in group if len(g["selection"]) > index]
 
-            def avg(get):
+            def avg(get, rows=rows):
                 values = [v for v in (get(r) for r in rows) if v is not None]
                 return f"{np.mean(values):.2f}" if values else "-"
             lines.append(
@@ -564,7 +564,7 @@ def write_plots(results: dict, out: Path) -> list[Path]:
                         if k.startswith(f"noise{main_noise:g}-")])
     for ax, daa in zip(axes[0], daas):
         colours = ["tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown"]
-        for method, colour in zip(results["options"]["methods"], colours):
+        for method, colour in zip(results["options"].get("methods", METHODS), colours):
             group = [r for r in results["runs"] if r["daa"] == daa and r["method"] == method
                      and r["noise"] == main_noise and r["beta"] == beta[f"{method}-{daa}"]["chosen"]]
             if not group:

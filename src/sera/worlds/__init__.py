@@ -50,7 +50,7 @@ class WorldConfig:
     max_letters: int = 12
     sft_sample_temperature: float = 1.0  # how the SFT policy's responses in the pairs are sampled
 
-    def validate(self) -> "WorldConfig":
+    def validate(self) -> WorldConfig:
         from sera.errors import SeraInputError
 
         for name in ("noise", "length_bias", "off_policy"):
@@ -87,7 +87,7 @@ class World:
         return {row["id"]: row for row in read_jsonl(self.meta_path)}
 
     @classmethod
-    def load(cls, root: str | Path) -> "World":
+    def load(cls, root: str | Path) -> World:
         """A world that :func:`build_world` made earlier."""
         root = Path(root)
         info = json.loads((root / "world.json").read_text(encoding="utf-8"))
@@ -185,4 +185,4 @@ def pairs_summary(meta: list[dict]) -> dict:
     }
 
 
-__all__ = ["WorldConfig", "World", "build_world", "pairs_summary"]
+__all__ = ["World", "WorldConfig", "build_world", "pairs_summary"]

@@ -25,7 +25,7 @@ def make_prompt(letters: str) -> str:
 
 
 def prompt_letters(prompt: str) -> str:
-    return prompt[:-len(SEPARATOR)] if prompt.endswith(SEPARATOR) else prompt
+    return prompt.removesuffix(SEPARATOR)
 
 
 def solve(prompt: str) -> str:
