@@ -41,7 +41,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -49,8 +49,8 @@ os.environ.setdefault("SERA_NO_PROGRESS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "src") not in sys.path:
@@ -366,7 +366,6 @@ def section_scoring(ctx) -> dict:
         result["ratio_compact_head_vs_trl_head_as_shipped"] = (
             throughput["engine_one_model"] / throughput["engine_one_model_trl_head_as_shipped"])
     result["meets_targets"] = bool(result["ratio_engine_vs_naive"] >= 3 and result["ratio_engine_vs_trl_precompute"] >= 1)
-    del trainer
     gc.collect()
     return result
 
@@ -468,7 +467,6 @@ def section_overhead(ctx) -> dict:
             with context(device) if context else _nullcontext():
                 series.append(timed(lambda: run_train_pass(copy_model, ctx.tokenizer, rows, profile, dtype,
                                                            ctx.scratch, "epoch"), device)[0])
-            del copy_model
             gc.collect()
     out["seconds_scoring_and_selection_offline_pairs"] = median(runs)
     out["seconds_scoring_and_selection_offline_pairs_all"] = runs
@@ -492,7 +490,6 @@ def section_overhead(ctx) -> dict:
                    "is the single first epoch of the iteration-1 policy, kept for reference")
     out["target"] = "scoring + selection <= 0.35 x one training epoch on the same pairs"
     out["meets_target"] = bool(out["ratio_scoring_selection_vs_epoch"] <= 0.35)
-    del policy
     gc.collect()
     return out
 
@@ -678,9 +675,9 @@ def section_cost_model(ctx) -> dict:
         seqs = [(e.prompt_ids, s) for e in ctx.examples[:n] for s in (e.chosen_ids, e.rejected_ids)]
         secs.append(timed(lambda: sequence_logps(ctx.reference, seqs, batch_size=profile.score_batch), device)[0])
     out["scoring_vs_pairs"] = fit(sizes, secs)
-    lo, hi = profile.response_len
+    hi = profile.response_len[1]
     lengths = [max(2, hi // 4), max(3, hi // 2), hi]
-    secs, toks = [], []
+    secs = []
     n = max(2, P // 4)
     for length in lengths:
         examples = tokenize(make_pairs(profile, n, (length, length), seed=7), ctx.tokenizer)
@@ -709,7 +706,6 @@ def section_cost_model(ctx) -> dict:
         ex = ctx.examples[:n]
         rows = training_rows(ex, np.zeros(n), np.zeros(n))
         secs.append(timed(lambda: run_train_pass(model, ctx.tokenizer, rows, profile, dtype, ctx.scratch), device)[0])
-        del model
         gc.collect()
     out["training_vs_pairs"] = fit(sizes, secs)
     s = out["scoring_vs_pairs"]["slope_s_per_unit"]

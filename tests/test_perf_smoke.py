@@ -71,7 +71,9 @@ def test_shared_prompt_scoring_equals_one_sequence_at_a_time(tokenizer):
     from sera.models import add_lora, build_tiny_llama, iterate_view, lora_config
     from sera.scoring import sequence_logps
 
-    ids = lambda text: tokenizer(text).input_ids  # noqa: E731
+    def ids(text):
+        return tokenizer(text).input_ids
+
     eos = [tokenizer.eos_token_id]
     sequences = [(ids("reverse abc ?"), ids(" cba.") + eos), (ids("reverse abc ?"), ids(" abc") + eos),
                  (ids("x"), ids("yy") + eos), (ids("reverse abc ?"), ids(" c") + eos), (ids("q"), []),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 
 import torch
 

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel
 import trl.trainer.utils as _trl_utils
+from transformers import PreTrainedModel
 from trl.trainer.utils import add_fused_lm_head
 
 try:
