@@ -24,6 +24,7 @@ from sera.config import TrainConfig
 from sera.daa import DAA
 from sera.errors import SeraRuntimeError
 from sera.io import append_jsonl
+from sera.scoring import compact_lm_head
 
 
 class SeraDPOTrainer(DPOTrainer):
@@ -142,7 +143,8 @@ def train_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows:
             processing_class=tokenizer, callbacks=[_MetricsToJsonl(metrics_path, iteration), *callbacks],
         )
         _drop_reference_adapter(trainer.model)
-        output = trainer.train()
+        with compact_lm_head(trainer.args.device):  # CPU: project response positions only (TRL's own arithmetic)
+            output = trainer.train()
     loss = float(output.training_loss)
     if not math.isfinite(loss):
         raise SeraRuntimeError(f"iteration {iteration}: training loss is {loss}; stopping "

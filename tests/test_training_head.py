@@ -1,0 +1,42 @@
+"""Training inside `compact_lm_head` (CPU speed-up) gives TRL's loss and gradients unchanged."""
+
+import torch
+from datasets import Dataset
+
+from sera.config import TrainConfig
+from sera.daa import get_daa
+from sera.data import PreferencePair
+from sera.models import build_tiny_llama
+from sera.scoring import compact_lm_head
+from sera.tokenization import PairTokenizer
+from sera.training import SeraDPOTrainer, dpo_config
+from tests.conftest import make_pairs
+
+
+def test_compact_head_keeps_loss_and_gradients(tmp_path, tokenizer):
+    tokens = [PairTokenizer(tokenizer, 64).pair(PreferencePair(r["id"], r["prompt"], r["chosen"], r["rejected"]))
+              for r in make_pairs(4)]
+    rows = [{"prompt_ids": t.prompt_ids, "chosen_ids": t.chosen_ids, "rejected_ids": t.rejected_ids,
+             "ref_chosen_logps": -20.0, "ref_rejected_logps": -18.0} for t in tokens]
+    model = build_tiny_llama(tokenizer, seed=2)
+    trainer = SeraDPOTrainer(model=model, args=dpo_config(TrainConfig(batch_size=4, grad_accum=1), get_daa("dpo"), 1,
+                                                          str(tmp_path)),
+                             train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    batch = trainer.data_collator(rows)
+
+    def loss_and_grads(compact: bool):
+        model.zero_grad()
+        if compact:
+            with compact_lm_head("cpu"):
+                loss = trainer.compute_loss(model, batch)
+                loss.backward()
+        else:
+            loss = trainer.compute_loss(model, batch)
+            loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    plain_loss, plain_grads = loss_and_grads(False)
+    compact_loss, compact_grads = loss_and_grads(True)
+    assert abs(compact_loss - plain_loss) < 1e-6
+    for a, b in zip(plain_grads, compact_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
