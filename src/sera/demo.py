@@ -43,8 +43,12 @@ VARIANTS = {
     "bootstrap-only": {"selection": False},           # component 2 alone (the paper's ablation)
     "likelihood-labeller": {"bootstrap_labeller": "likelihood"},  # bootstrapped pairs labelled by log pi
     "offline-pool": {"selection_pool": "offline"},    # rank offline pairs only, keep every bootstrapped pair
+    "no-ensemble": {"ensemble_gamma": 0.0},           # component 3 off (the paper's ablation)
 }
 """Opt-in SeRA variants (`--variants`), each a `sera train` option set; run as method `sera/<name>`."""
+BASELINES = {"spa": {"spa_seed_ratio": 0.1}}
+"""Opt-in baselines (`--variants spa`; docs/baselines.md), run as method `<name>` with these options; DPO only.
+SPA's seed is 10% of the prompts (its paper: 3.3%) so that it spans several optimiser steps in the world."""
 BETA_GRID = (0.05, 0.2, 1.0)  # the paper's search grid
 NOISE_SWEEP = (0.0, 0.2, 0.4)  # full mode, DPO only
 EVAL_SEED = 1234
@@ -98,9 +102,9 @@ class DemoOptions:
             raise SeraInputError("--noise-sweep: every noise rate must be in [0, 1]")
         variants = [v.strip() for v in (self.variants.split(",") if isinstance(self.variants, str)
                                         else self.variants or []) if v.strip()]
-        unknown = [v for v in variants if v not in VARIANTS]
+        unknown = [v for v in variants if v not in VARIANTS and v not in BASELINES]
         if unknown:
-            raise SeraInputError(f"--variants: {', '.join(unknown)} not one of {', '.join(VARIANTS)}")
+            raise SeraInputError(f"--variants: {', '.join(unknown)} not one of {', '.join([*VARIANTS, *BASELINES])}")
         if self.jobs < 1:
             raise SeraInputError("--jobs must be at least 1")
         if not self.output_dir:
@@ -110,7 +114,12 @@ class DemoOptions:
 
     @property
     def methods(self) -> list[str]:
-        return [*METHODS, *(f"sera/{v}" for v in self.variants or [])]
+        return [*METHODS, *(v if v in BASELINES else f"sera/{v}" for v in self.variants or [])]
+
+
+def _runs(method: str, daa: str) -> bool:
+    """SPA is a DPO method; every other method runs with every DAA."""
+    return method != "spa" or daa == "dpo"
 
 
 def parse_daas(text: str) -> list[str]:
@@ -284,7 +293,7 @@ def run_job(spec: dict) -> dict:
     run_dir = out / spec["run_dir"]
     method, _, variant = spec["method"].partition("/")
     summary = train_run(world, run_dir, method=method, daa=spec["daa"], beta=spec["beta"], seed=spec["seed"],
-                        overrides={**spec["overrides"], **VARIANTS.get(variant, {})})
+                        overrides={**spec["overrides"], **VARIANTS.get(variant, {}), **BASELINES.get(method, {})})
     iterations = {**TRAIN_SETTINGS, **spec["overrides"]}["iterations"]
     evaluator = Evaluator(world)
     per_iteration = [{"iteration": t, **evaluator.model(run_dir / f"iter_{t}" / "model")["test"]}
@@ -380,11 +389,12 @@ def _run_demo(options: DemoOptions, out: Path, log) -> dict:
 
     # 1. beta per (DAA, method) on the validation prompts of the first seed's world, same grid and rule for all
     first = options.seeds[0]
-    grid = [(daa, method, beta) for daa in daas for method in options.methods for beta in options.betas]
+    grid = [(daa, method, beta) for daa in daas for method in options.methods for beta in options.betas
+            if _runs(method, daa)]
     runs = _map(run_job, [spec(options.noise, first, d, m, b, True) for d, m, b in grid], jobs, run_done)
     chosen_beta: dict[str, dict] = {}
     for daa in daas:
-        for method in options.methods:
+        for method in [m for m in options.methods if _runs(m, daa)]:
             scores = {r["beta"]: r["validation"]["gold"] for r in runs if r["daa"] == daa and r["method"] == method}
             best = max(options.betas, key=lambda b: (scores[b], -options.betas.index(b)))
             chosen_beta[f"{method}-{daa}"] = {"chosen": best,
@@ -395,7 +405,7 @@ def _run_demo(options: DemoOptions, out: Path, log) -> dict:
 
     # 2. the remaining seeds, and the noise sweep (DPO), with the chosen betas
     rest = [spec(options.noise, seed, daa, method, chosen_beta[f"{method}-{daa}"]["chosen"], False)
-            for seed in options.seeds[1:] for daa in daas for method in options.methods]
+            for seed in options.seeds[1:] for daa in daas for method in options.methods if _runs(method, daa)]
     rest += [spec(noise, seed, "dpo", method, chosen_beta[f"{method}-dpo"]["chosen"], False)
              for noise in options.noise_sweep for seed in options.seeds for method in options.methods]
     runs += _map(run_job, rest, jobs, run_done)
@@ -455,7 +465,7 @@ def _results(options: DemoOptions, runs: list[dict], chosen_beta: dict, sft: dic
         "mode": "quick" if options.quick else "full",
         "options": {**{k: v for k, v in asdict(options).items() if k not in ("output_dir",)},
                     "methods": options.methods},
-        "variants": {v: VARIANTS[v] for v in options.variants},
+        "variants": {v: VARIANTS[v] if v in VARIANTS else {"method": v, **BASELINES[v]} for v in options.variants},
         "world": asdict(replace(any_world.config, seed=None, noise=None)),
         "train_settings": {**TRAIN_SETTINGS, **options.train, "other": "sera train defaults (paper's Algorithm 1)"},
         "evaluation": {"test_prompts": len(any_world.test_prompts),
