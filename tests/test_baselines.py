@@ -167,3 +167,11 @@ def test_label_smoothed_loss_matches_the_hand_computed_value(loss_setup):
     e = torch.tensor(eps, dtype=delta.dtype)
     expected = (-(1 - e) * F.logsigmoid(config.beta * delta) - e * F.logsigmoid(-config.beta * delta)).mean()
     assert loss == pytest.approx(float(expected), rel=1e-5, abs=1e-6)
+
+
+def test_demo_offers_spa_and_the_no_ensemble_ablation_as_rows(tmp_path):
+    from sera.demo import DemoOptions, _runs
+
+    options = DemoOptions(output_dir=str(tmp_path), quick=True, variants="spa,no-ensemble").resolve()
+    assert options.methods == ["daa", "sera", "spa", "sera/no-ensemble"]
+    assert _runs("spa", "dpo") and not _runs("spa", "ipo") and _runs("sera/no-ensemble", "ipo")
