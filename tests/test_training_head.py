@@ -40,3 +40,12 @@ def test_compact_head_keeps_loss_and_gradients(tmp_path, tokenizer):
     assert abs(compact_loss - plain_loss) < 1e-6
     for a, b in zip(plain_grads, compact_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_warmup_rounds_down_so_a_one_step_pass_still_learns():
+    from sera.training import warmup_steps
+
+    config = TrainConfig(batch_size=4, grad_accum=2, warmup_ratio=0.1)
+    assert warmup_steps(config, epochs=1, num_rows=8) == 0      # one optimiser step: no warm-up
+    assert warmup_steps(config, epochs=1, num_rows=800) == 10    # 100 steps
+    assert warmup_steps(config, epochs=3, num_rows=81) == 3      # ceil(ceil(81/4)/2) = 11 per epoch, 33 steps

@@ -20,6 +20,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
+from sera import distributed
 from sera.config import TrainConfig
 from sera.daa import DAA
 from sera.errors import SeraRuntimeError
@@ -108,20 +109,33 @@ class _MetricsToJsonl(TrainerCallback):
             append_jsonl(self.path, {"iteration": self.iteration, "step": state.global_step, **logs})
 
 
-def dpo_config(config: TrainConfig, daa: DAA, epochs: int, output_dir: str) -> DPOConfig:
+def dpo_config(config: TrainConfig, daa: DAA, epochs: int, output_dir: str, num_rows: int | None = None
+               ) -> DPOConfig:
     """The TRL config for one pass; CPU-friendly (fp32, no checkpointing) unless asked otherwise."""
     use_bf16 = config.dtype in ("bfloat16", "bf16") or (
         config.dtype == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    warmup = config.warmup_ratio if num_rows is None else warmup_steps(config, epochs, num_rows)
     with warnings.catch_warnings():  # TRL still sets the renamed `gradient_checkpointing` field itself
         warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
-        return _dpo_config(config, daa, epochs, output_dir, use_bf16)
+        return _dpo_config(config, daa, epochs, output_dir, use_bf16, warmup)
 
 
-def _dpo_config(config: TrainConfig, daa: DAA, epochs: int, output_dir: str, use_bf16: bool) -> DPOConfig:
+def warmup_steps(config: TrainConfig, epochs: int, num_rows: int) -> int:
+    """Warm-up as whole optimiser steps, rounded down: a pass of one or a few steps gets no warm-up.
+
+    (A ratio is rounded up by transformers, so a one-step iteration would run its only step at
+    learning rate 0 and leave the policy where it was.)"""
+    per_step = config.batch_size * distributed.world_size()
+    steps = epochs * math.ceil(math.ceil(num_rows / per_step) / config.grad_accum)
+    return int(config.warmup_ratio * steps)
+
+
+def _dpo_config(config: TrainConfig, daa: DAA, epochs: int, output_dir: str, use_bf16: bool,
+                warmup: float) -> DPOConfig:
     return DPOConfig(
         output_dir=output_dir, num_train_epochs=epochs, per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler_type, warmup_steps=config.warmup_ratio, beta=config.beta,
+        lr_scheduler_type=config.lr_scheduler_type, warmup_steps=warmup, beta=config.beta,
         loss_type=[daa.loss_type], max_length=None, precompute_ref_log_probs=True,
         gradient_checkpointing=config.gradient_checkpointing, bf16=use_bf16, fp16=False,
         logging_steps=config.logging_steps, save_strategy="no", report_to=[], seed=config.seed,
@@ -139,7 +153,8 @@ def train_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows:
     trainer_class = LabelSmoothedDPOTrainer if rows and "label_smoothing" in rows[0] else SeraDPOTrainer
     with tempfile.TemporaryDirectory(prefix="sera-trainer-") as scratch:
         trainer = trainer_class(
-            model=model, args=dpo_config(config, daa, epochs, scratch), train_dataset=Dataset.from_list(rows),
+            model=model, args=dpo_config(config, daa, epochs, scratch, num_rows=len(rows)),
+            train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer, callbacks=[_MetricsToJsonl(metrics_path, iteration), *callbacks],
         )
         _drop_reference_adapter(trainer.model)
