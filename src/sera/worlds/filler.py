@@ -29,7 +29,7 @@ import numpy as np
 
 from sera.io import write_json, write_jsonl
 from sera.worlds import World, WorldConfig, pairs_summary
-from sera.worlds.preferences import DEMONSTRATOR, OTHER_WRITERS, Label
+from sera.worlds.preferences import DEMONSTRATOR, build_pairs
 from sera.worlds.sorting import ALPHABET, SEPARATOR, sample_prompts
 from sera.worlds.sorting import gold_reward as sorting_gold
 
@@ -59,51 +59,13 @@ def demonstrate(prompt: str, rng: random.Random, filler_share: float) -> str:
     return text + FILLER if rng.random() < filler_share else text
 
 
-def _label(prompt: str, a: str, b: str, *, noise: float, length_bias: float, rng: random.Random) -> Label:
-    """The demo world's annotator (:class:`sera.worlds.preferences.Annotator`), judging by this world's gold."""
-    length_driven = len(a) != len(b) and rng.random() < length_bias
-    if length_driven:
-        first_wins = len(a) > len(b)
-    else:
-        ga, gb = gold_reward(prompt, a), gold_reward(prompt, b)
-        first_wins = ga > gb if ga != gb else rng.random() < 0.5
-    flipped = rng.random() < noise
-    if flipped:
-        first_wins = not first_wins
-    chosen, rejected = (a, b) if first_wins else (b, a)
-    return Label(chosen, rejected, length_driven, flipped)
-
-
 def build_filler_pairs(prompts: list[str], sft_samples: list[list[str]], *, off_policy: float, noise: float,
                        length_bias: float, rng: random.Random) -> tuple[list[dict], list[dict]]:
-    """As :func:`sera.worlds.preferences.build_pairs`, labelled and graded by this world's gold reward."""
-    pairs, meta = [], []
-    for index, (prompt, samples) in enumerate(zip(prompts, sft_samples)):
-        first = samples[0]
-        if rng.random() < off_policy:
-            other_source = rng.choice(sorted(OTHER_WRITERS))
-            writer = OTHER_WRITERS[other_source]
-            second = next((r for r in (writer.write(prompt, rng) for _ in range(8)) if r != first), None)
-        else:
-            other_source = "sft"
-            second = next((s for s in samples[1:] if s != first), None)
-        if second is None:
-            continue
-        sources = {first: "sft", second: other_source}
-        a, b = (first, second) if rng.random() < 0.5 else (second, first)
-        label = _label(prompt, a, b, noise=noise, length_bias=length_bias, rng=rng)
-        pair_id = f"pair-{index:05d}"
-        pairs.append({"id": pair_id, "prompt": prompt, "chosen": label.chosen, "rejected": label.rejected})
-        gold_chosen, gold_rejected = gold_reward(prompt, label.chosen), gold_reward(prompt, label.rejected)
-        meta.append({
-            "id": pair_id, "flipped": label.flipped, "length_driven": label.length_driven,
-            "chosen_source": sources[label.chosen], "rejected_source": sources[label.rejected],
-            "gold_chosen": gold_chosen, "gold_rejected": gold_rejected,
-            "label_agrees_with_gold": gold_chosen > gold_rejected if gold_chosen != gold_rejected else None,
-            "len_chosen": len(label.chosen), "len_rejected": len(label.rejected),
-            "filler_chosen": has_filler(label.chosen), "filler_rejected": has_filler(label.rejected),
-        })
-    return pairs, meta
+    """The demo world's pairs and annotator (:func:`sera.worlds.preferences.build_pairs`), judged by this
+    world's gold reward, with the filler flags in the hidden truth."""
+    return build_pairs(prompts, sft_samples, off_policy=off_policy, noise=noise, length_bias=length_bias, rng=rng,
+                       gold=gold_reward, describe=lambda label: {"filler_chosen": has_filler(label.chosen),
+                                                                 "filler_rejected": has_filler(label.rejected)})
 
 
 def build_filler_world(config: FillerWorldConfig, root: str | Path, *, log=print) -> World:

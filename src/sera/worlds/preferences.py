@@ -14,6 +14,7 @@ rewards) goes to a sidecar record, never into what training reads.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sera.worlds.sorting import corrupt, gold_reward, solve
@@ -60,15 +61,16 @@ class Label:
 class Annotator:
     """Follows the gold reward, except for a length preference and label noise (both configurable)."""
 
-    def __init__(self, *, noise: float, length_bias: float, rng: random.Random):
-        self.noise, self.length_bias, self.rng = noise, length_bias, rng
+    def __init__(self, *, noise: float, length_bias: float, rng: random.Random,
+                 gold: Callable[[str, str], float] = gold_reward):
+        self.noise, self.length_bias, self.rng, self.gold = noise, length_bias, rng, gold
 
     def label(self, prompt: str, a: str, b: str) -> Label:
         length_driven = len(a) != len(b) and self.rng.random() < self.length_bias
         if length_driven:
             first_wins = len(a) > len(b)
         else:
-            ga, gb = gold_reward(prompt, a), gold_reward(prompt, b)
+            ga, gb = self.gold(prompt, a), self.gold(prompt, b)
             first_wins = ga > gb if ga != gb else self.rng.random() < 0.5
         flipped = self.rng.random() < self.noise
         if flipped:
@@ -78,15 +80,16 @@ class Annotator:
 
 
 def build_pairs(prompts: list[str], sft_samples: list[list[str]], *, off_policy: float, noise: float,
-                length_bias: float, rng: random.Random, id_prefix: str = "pair"
-                ) -> tuple[list[dict], list[dict]]:
+                length_bias: float, rng: random.Random, id_prefix: str = "pair",
+                gold: Callable[[str, str], float] = gold_reward,
+                describe: Callable[[Label], dict] | None = None) -> tuple[list[dict], list[dict]]:
     """Offline pairs (`id`, `prompt`, `chosen`, `rejected`) and their hidden truth, one record each.
 
     `sft_samples[i]` holds a few SFT-policy samples for `prompts[i]`. With probability `off_policy`
     a pair is (SFT sample, response of the strong or the weak writer, half each); otherwise two
     distinct SFT samples. Prompts whose candidates are all identical give no pair.
     """
-    annotator = Annotator(noise=noise, length_bias=length_bias, rng=rng)
+    annotator = Annotator(noise=noise, length_bias=length_bias, rng=rng, gold=gold)
     pairs, meta = [], []
     for index, (prompt, samples) in enumerate(zip(prompts, sft_samples)):
         first = samples[0]
@@ -103,12 +106,13 @@ def build_pairs(prompts: list[str], sft_samples: list[list[str]], *, off_policy:
         label = annotator.label(prompt, *((first, second) if rng.random() < 0.5 else (second, first)))
         pair_id = f"{id_prefix}-{index:05d}"
         pairs.append({"id": pair_id, "prompt": prompt, "chosen": label.chosen, "rejected": label.rejected})
-        gold_chosen, gold_rejected = gold_reward(prompt, label.chosen), gold_reward(prompt, label.rejected)
+        gold_chosen, gold_rejected = gold(prompt, label.chosen), gold(prompt, label.rejected)
         meta.append({
             "id": pair_id, "flipped": label.flipped, "length_driven": label.length_driven,
             "chosen_source": sources[label.chosen], "rejected_source": sources[label.rejected],
             "gold_chosen": gold_chosen, "gold_rejected": gold_rejected,
             "label_agrees_with_gold": gold_chosen > gold_rejected if gold_chosen != gold_rejected else None,
             "len_chosen": len(label.chosen), "len_rejected": len(label.rejected),
+            **(describe(label) if describe else {}),
         })
     return pairs, meta
