@@ -14,8 +14,9 @@ console = Console(stderr=True)
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    """Iterate with a progress bar on stderr; silent when SERA_NO_PROGRESS is set (tests, logs)."""
-    if os.environ.get("SERA_NO_PROGRESS"):
+    """Iterate with a progress bar on stderr; silent when SERA_NO_PROGRESS is set (tests, logs) and
+    for a single step (a bar that is full at once says nothing)."""
+    if os.environ.get("SERA_NO_PROGRESS") or (total is not None and total <= 1):
         yield from items
         return
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
