@@ -236,7 +236,7 @@ def sft(
 
 @app.command()
 def presets() -> None:
-    """List the shipped presets (the paper's Table 4) and the options each sets."""
+    """List the shipped presets (the paper's Table 4, and the evidence-chosen `recommended`) and their options."""
     from rich.table import Table
 
     from sera.presets import describe_presets, format_value
