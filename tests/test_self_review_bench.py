@@ -36,6 +36,25 @@ def test_filler_world_gold_penalises_the_filler():
     assert has_filler("ab=") and not has_filler("ab")
 
 
+def test_filler_world_writes_its_own_fields(tmp_path, monkeypatch):
+    """World B shares its build with the demo world; it must keep its gold reward and its filler fields."""
+    from sera.worlds.filler import FILLER_PENALTY, GOLD_SPEC, FillerWorldConfig, build_filler_world
+
+    monkeypatch.setenv("SERA_NO_PROGRESS", "1")
+    config = FillerWorldConfig(seed=2, filler_share=1.0, sft_steps=2, sft_demonstrations=16, pair_prompts=12,
+                               validation_prompts=2, test_prompts=2, hidden_size=16)
+    world = build_filler_world(config, tmp_path / "filler", log=lambda _: None)
+    info = json.loads((world.root / "world.json").read_text())
+    assert info["world"] == "filler" and info["gold"] == GOLD_SPEC and info["config"]["filler_share"] == 1.0
+    assert info["demonstration_filler"] == 1.0  # every demonstration has the habit...
+    assert info["demonstration_gold"] <= FILLER_PENALTY  # ...and is graded by this world's gold, not sorting's
+    meta = list(world.meta().values())
+    assert len(meta) == info["pairs"] == 12 and all({"filler_chosen", "filler_rejected"} <= set(m) for m in meta)
+    assert info["pairs_filler_chosen"] == pytest.approx(sum(m["filler_chosen"] for m in meta) / len(meta))
+    assert info["pairs_filler_rejected"] == pytest.approx(sum(m["filler_rejected"] for m in meta) / len(meta))
+    assert "writers" not in info
+
+
 def test_smoke_run_writes_json_and_markdown(bench, tmp_path):
     output = tmp_path / "out" / "self-review.json"
     sizes = json.dumps({"pair_prompts": 24, "validation_prompts": 8, "test_prompts": 8,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -104,6 +105,23 @@ def build_world(config: WorldConfig, root: str | Path, *, reuse_sft: str | Path 
 
     `reuse_sft`: a world built earlier whose options differ from `config` in LABEL_OPTIONS only; its SFT
     policy is copied instead of trained again (the result is the same world, only faster)."""
+    writers = {name: asdict(w) for name, w in {"demonstrator": DEMONSTRATOR, **OTHER_WRITERS}.items()}
+    return _build_world(config, root, name="world", demonstrate=DEMONSTRATOR.write, make_pairs=build_pairs,
+                        gold=gold_reward, describe=lambda demonstrations, meta: {"writers": writers},
+                        reuse_sft=reuse_sft, log=log)
+
+
+def _build_world(config: WorldConfig, root: str | Path, *, name: str,
+                 demonstrate: Callable[[str, random.Random], str], make_pairs: Callable[..., tuple[list, list]],
+                 gold: Callable[[str, str], float], describe: Callable[[list, list[dict]], dict],
+                 reuse_sft: str | Path | None = None, log=print) -> World:
+    """The steps every sorting-task world shares, so that its variants (:func:`build_world`,
+    :func:`sera.worlds.filler.build_filler_world`) differ only in what they pass here and cannot drift apart.
+
+    `demonstrate(prompt, rng)` writes one SFT demonstration; `make_pairs` has the signature of
+    :func:`sera.worlds.preferences.build_pairs`; `gold` grades the demonstrations; `describe(demonstrations,
+    meta)` gives the world's own fields of world.json; `name` starts the log lines. All randomness comes,
+    in a fixed order, from one ``random.Random(config.seed)``: the same config gives the same files."""
     import shutil
 
     from sera.generation import SamplingParams, generate_completions
@@ -113,12 +131,12 @@ def build_world(config: WorldConfig, root: str | Path, *, reuse_sft: str | Path 
     config.validate()
     root = Path(root)
     rng = random.Random(config.seed)
-    lengths = dict(min_len=config.min_letters, max_len=config.max_letters)
+    lengths = {"min_len": config.min_letters, "max_len": config.max_letters}
     test = sample_prompts(config.test_prompts, rng, **lengths)
     validation = sample_prompts(config.validation_prompts, rng, exclude=set(test), **lengths)
     pair_prompts = sample_prompts(config.pair_prompts, rng, exclude=set(test) | set(validation), **lengths)
     demo_prompts = sample_prompts(config.sft_demonstrations, rng, exclude=set(test) | set(validation), **lengths)
-    demonstrations = [(p, DEMONSTRATOR.write(p, rng)) for p in demo_prompts]
+    demonstrations = [(p, demonstrate(p, rng)) for p in demo_prompts]
 
     start = time.perf_counter()
     tokenizer = build_char_tokenizer(ALPHABET)
@@ -128,7 +146,7 @@ def build_world(config: WorldConfig, root: str | Path, *, reuse_sft: str | Path 
         shutil.copytree(Path(reuse_sft) / "sft", root / "sft", dirs_exist_ok=True)
         model = load_model(str(root / "sft"), dtype="float32")
         losses, sft_seconds = [donor["sft_final_loss"]], donor["sft_seconds"]
-        log(f"world seed {config.seed}: SFT policy copied from {Path(reuse_sft).name} (same seed and options)")
+        log(f"{name} seed {config.seed}: SFT policy copied from {Path(reuse_sft).name} (same seed and options)")
     else:
         model = build_tiny_llama(tokenizer, hidden_size=config.hidden_size, layers=config.layers,
                                  heads=config.heads, max_positions=64, seed=config.seed)
@@ -136,15 +154,15 @@ def build_world(config: WorldConfig, root: str | Path, *, reuse_sft: str | Path 
                            batch_size=config.sft_batch_size, learning_rate=config.sft_learning_rate, seed=config.seed)
         save_model(model, tokenizer, root / "sft")
         sft_seconds = time.perf_counter() - start
-        log(f"world seed {config.seed}: SFT policy trained from scratch in {sft_seconds:.0f}s "
+        log(f"{name} seed {config.seed}: SFT policy trained from scratch in {sft_seconds:.0f}s "
             f"({sum(p.numel() for p in model.parameters()) / 1e3:.0f}k parameters, final loss {losses[-1]:.3f})")
 
     params = SamplingParams(num_samples=4, temperature=config.sft_sample_temperature, top_p=1.0,
                             max_new_tokens=2 * config.max_letters + 4)
     samples = generate_completions(model, tokenizer, [prompt_ids(tokenizer, p) for p in pair_prompts], params,
                                    batch_size=256, seed=config.seed, description="sampling SFT responses")
-    pairs, meta = build_pairs(pair_prompts, [[c.text for c in s] for s in samples], off_policy=config.off_policy,
-                              noise=config.noise, length_bias=config.length_bias, rng=rng)
+    pairs, meta = make_pairs(pair_prompts, [[c.text for c in s] for s in samples], off_policy=config.off_policy,
+                             noise=config.noise, length_bias=config.length_bias, rng=rng)
     write_jsonl(root / "pairs.jsonl", pairs)
     write_jsonl(root / "pairs_meta.jsonl", meta)
     write_json(root / "prompts.json", {"validation": validation, "test": test})
@@ -152,10 +170,10 @@ def build_world(config: WorldConfig, root: str | Path, *, reuse_sft: str | Path 
         "config": asdict(config),
         "sft_seconds": sft_seconds,
         "sft_final_loss": losses[-1],
-        "demonstration_gold": float(np.mean([gold_reward(p, r) for p, r in demonstrations])),
+        "demonstration_gold": float(np.mean([gold(p, r) for p, r in demonstrations])),
         "pairs": len(pairs),
         "pairs_summary": pairs_summary(meta),
-        "writers": {name: asdict(w) for name, w in {"demonstrator": DEMONSTRATOR, **OTHER_WRITERS}.items()},
+        **describe(demonstrations, meta),
     }
     write_json(root / "world.json", summary)
     return World(root, config, validation, test)

@@ -21,16 +21,14 @@ reward is a ``gold:`` judge spec: ``gold:sera.worlds.filler:gold_reward``.
 from __future__ import annotations
 
 import random
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from sera.io import write_json, write_jsonl
-from sera.worlds import World, WorldConfig, pairs_summary
+from sera.worlds import World, WorldConfig, _build_world
 from sera.worlds.preferences import DEMONSTRATOR, build_pairs
-from sera.worlds.sorting import ALPHABET, SEPARATOR, sample_prompts
+from sera.worlds.sorting import SEPARATOR
 from sera.worlds.sorting import gold_reward as sorting_gold
 
 FILLER = SEPARATOR
@@ -70,56 +68,19 @@ def build_filler_pairs(prompts: list[str], sft_samples: list[list[str]], *, off_
 
 def build_filler_world(config: FillerWorldConfig, root: str | Path, *, log=print) -> World:
     """Make world B in `root` (same layout as :func:`sera.worlds.build_world`)."""
-    from sera.generation import SamplingParams, generate_completions
-    from sera.models import build_char_tokenizer, build_tiny_llama, save_model
-    from sera.worlds.sft import prompt_ids, train_sft
 
-    config.validate()
-    root = Path(root)
-    rng = random.Random(config.seed)
-    lengths = {"min_len": config.min_letters, "max_len": config.max_letters}
-    test = sample_prompts(config.test_prompts, rng, **lengths)
-    validation = sample_prompts(config.validation_prompts, rng, exclude=set(test), **lengths)
-    pair_prompts = sample_prompts(config.pair_prompts, rng, exclude=set(test) | set(validation), **lengths)
-    demo_prompts = sample_prompts(config.sft_demonstrations, rng, exclude=set(test) | set(validation), **lengths)
-    demonstrations = [(p, demonstrate(p, rng, config.filler_share)) for p in demo_prompts]
+    def describe(demonstrations: list[tuple[str, str]], meta: list[dict]) -> dict:
+        return {
+            "world": "filler",
+            "gold": GOLD_SPEC,
+            "demonstration_filler": float(np.mean([has_filler(r) for _, r in demonstrations])),
+            "pairs_filler_chosen": float(np.mean([m["filler_chosen"] for m in meta])) if meta else None,
+            "pairs_filler_rejected": float(np.mean([m["filler_rejected"] for m in meta])) if meta else None,
+        }
 
-    start = time.perf_counter()
-    tokenizer = build_char_tokenizer(ALPHABET)
-    model = build_tiny_llama(tokenizer, hidden_size=config.hidden_size, layers=config.layers, heads=config.heads,
-                             max_positions=64, seed=config.seed)
-    losses = train_sft(model, tokenizer, demonstrations, steps=config.sft_steps, batch_size=config.sft_batch_size,
-                       learning_rate=config.sft_learning_rate, seed=config.seed)
-    save_model(model, tokenizer, root / "sft")
-    sft_seconds = time.perf_counter() - start
-    log(f"filler world seed {config.seed}: SFT policy trained from scratch in {sft_seconds:.0f}s "
-        f"(final loss {losses[-1]:.3f})")
-
-    params = SamplingParams(num_samples=4, temperature=config.sft_sample_temperature, top_p=1.0,
-                            max_new_tokens=2 * config.max_letters + 4)
-    samples = generate_completions(model, tokenizer, [prompt_ids(tokenizer, p) for p in pair_prompts], params,
-                                   batch_size=256, seed=config.seed, description="sampling SFT responses")
-    pairs, meta = build_filler_pairs(pair_prompts, [[c.text for c in s] for s in samples],
-                                     off_policy=config.off_policy, noise=config.noise,
-                                     length_bias=config.length_bias, rng=rng)
-    write_jsonl(root / "pairs.jsonl", pairs)
-    write_jsonl(root / "pairs_meta.jsonl", meta)
-    write_json(root / "prompts.json", {"validation": validation, "test": test})
-    summary = {
-        "config": asdict(config),
-        "world": "filler",
-        "gold": GOLD_SPEC,
-        "sft_seconds": sft_seconds,
-        "sft_final_loss": losses[-1],
-        "demonstration_gold": float(np.mean([gold_reward(p, r) for p, r in demonstrations])),
-        "demonstration_filler": float(np.mean([has_filler(r) for _, r in demonstrations])),
-        "pairs": len(pairs),
-        "pairs_summary": pairs_summary(meta),
-        "pairs_filler_chosen": float(np.mean([m["filler_chosen"] for m in meta])) if meta else None,
-        "pairs_filler_rejected": float(np.mean([m["filler_rejected"] for m in meta])) if meta else None,
-    }
-    write_json(root / "world.json", summary)
-    return World(root, config, validation, test)
+    return _build_world(config, root, name="filler world",
+                        demonstrate=lambda prompt, rng: demonstrate(prompt, rng, config.filler_share),
+                        make_pairs=build_filler_pairs, gold=gold_reward, describe=describe, log=log)
 
 
 __all__ = ["FILLER", "FILLER_PENALTY", "GOLD_SPEC", "FillerWorldConfig", "build_filler_world", "gold_reward",
