@@ -110,6 +110,7 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "stages": {}, "seconds": {},
     }
+    previous = json.loads(output.read_text()) if output.exists() else {}  # timings of stages reused below
     save = lambda: output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")  # noqa: E731
 
     start = time.perf_counter()
@@ -139,12 +140,17 @@ def main() -> None:
         command = train_command(model_dir, train_file, out, method, size, args, extra)
         print(f"== {stage}: {' '.join(shlex.quote(c) for c in command)}", flush=True)
         start = time.perf_counter()
-        if (out / "summary.json").exists():
+        reused = (out / "summary.json").exists()
+        if reused:
             print(f"   {out} already finished; reusing it", flush=True)
         else:
-            log = open(work / f"{stage}.log", "w", encoding="utf-8")
+            resumed = (out / "state.json").exists()  # an interrupted stage continues where it stopped
+            if resumed:
+                print(f"   {out} was interrupted; resuming it", flush=True)
+            log = open(work / f"{stage}.log", "a" if resumed else "w", encoding="utf-8")
             env = {**os.environ, "SERA_NO_PROGRESS": "1", "TQDM_DISABLE": "1"}
-            completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+            run_command = [*command[:4], "--resume", str(out)] if resumed else command
+            completed = subprocess.run(run_command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
             log.close()
             if completed.returncode != 0:
                 results["stages"][stage] = {"command": " ".join(map(shlex.quote, command)),
@@ -152,6 +158,8 @@ def main() -> None:
                 save()
                 raise SystemExit(f"{stage} failed (exit {completed.returncode}); see {work / f'{stage}.log'}")
         seconds_train = time.perf_counter() - start
+        if reused and "seconds_run" in previous.get("stages", {}).get(stage, {}):
+            seconds_train = previous["stages"][stage]["seconds_run"]  # measured when the stage ran
         summary = json.loads((out / "summary.json").read_text())
         entry = {"command": " ".join(map(shlex.quote, command)), "seconds_run": seconds_train,
                  "iterations": [_iteration_digest(it) for it in summary["iterations"]]}
