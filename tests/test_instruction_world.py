@@ -5,8 +5,15 @@ import random
 import pytest
 
 from sera.eval.judges import build_judge
-from sera.worlds.instructions import (KINDS, MIN_WORDS, constraint_results, gold_reward, make_prompt,
-                                      parse_constraints, sample_constraints)
+from sera.worlds.instructions import (
+    KINDS,
+    MIN_WORDS,
+    constraint_results,
+    gold_reward,
+    make_prompt,
+    parse_constraints,
+    sample_constraints,
+)
 
 
 def test_every_kind_round_trips_through_the_prompt_text():
