@@ -1,6 +1,11 @@
-"""The verifiable-instruction world's gold reward (issue 10): constraints read back from the prompt, checked by code."""
+"""The verifiable-instruction world (issue 10): the gold reward (constraints read back from the prompt, checked by
+code) and the benchmark's pair building and scoring (benchmarks/instruction_world.py)."""
 
+import importlib.util
 import random
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -64,3 +69,56 @@ def test_sampled_constraints_are_distinct_kinds_and_usable_as_a_sera_eval_judge(
     assert all(len({name for name, _ in parse_constraints(p)}) == 2 for p in prompts)
     judge = build_judge("gold:sera.worlds.instructions:gold_reward")
     assert judge.score([prompts[0]], ["x"]) == [0.0]
+
+
+# ------------------------------------------------------------------------ benchmarks/instruction_world.py
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "instruction_world.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("sera_instruction_world_benchmark", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pairs_join_responses_of_different_gold_and_keep_the_truth_aside(bench):
+    prompt = make_prompt("Tell me about cats.", [("no_commas", ""), ("no_digits", "")])
+    prompts = [{"id": "train-0", "prompt": prompt}, {"id": "train-1", "prompt": prompt}]
+    samples = {  # prompt 0: the policy's second sample and the other source differ in gold; prompt 1: all tie
+        "policy": [["cats are nice pets", "cats, dogs, 3 birds"], ["cats are nice", "cats are soft"]],
+        "other": [["cats are great, really", "cats purr a lot"], ["cats sleep a lot", "cats eat fish"]],
+    }
+    args = SimpleNamespace(noise=0.0, length_bias=0.0, off_policy=0.0)
+    pairs, truth, offline = bench.annotate(prompts, samples, args, random.Random(0))
+    assert [p["id"] for p in pairs] == ["train-0"]  # the all-tie prompt gives no pair
+    pair, fact = pairs[0], truth[0]
+    assert pair["chosen"] == [{"role": "assistant", "content": "cats are nice pets"}]  # gold 1 beats gold 0
+    assert pair["rejected"] == [{"role": "assistant", "content": "cats, dogs, 3 birds"}]
+    assert pair["prompt"] == [{"role": "user", "content": prompt}]
+    assert set(pair) == {"id", "prompt", "chosen", "rejected"}  # nothing of the truth leaks into training data
+    assert fact["label_agrees_with_gold"] and not fact["flipped"] and fact["rejected_source"] == "policy"
+    assert len(offline) == 2
+
+
+def test_noise_flips_labels_and_is_recorded(bench):
+    prompt = make_prompt("Tell me about cats.", [("no_commas", ""), ("no_digits", "")])
+    prompts = [{"id": f"train-{i}", "prompt": prompt} for i in range(200)]
+    samples = {"policy": [["cats are nice pets", "cats, dogs, 3 birds"]] * 200,
+               "other": [["cats, are, 3", "cats purr a lot"]] * 200}
+    args = SimpleNamespace(noise=0.3, length_bias=0.0, off_policy=0.5)
+    pairs, truth, _ = bench.annotate(prompts, samples, args, random.Random(1))
+    flipped = [t["flipped"] for t in truth]
+    assert 0.2 < sum(flipped) / len(flipped) < 0.4
+    assert all(t["label_agrees_with_gold"] != t["flipped"] for t in truth)
+
+
+def test_scores_per_constraint_kind(bench):
+    prompt = make_prompt("Tell me about cats.", [("no_commas", ""), ("keyword", "you")])
+    scores = bench.score_outputs([{"prompt": prompt, "output": "cats love you a lot"},
+                                  {"prompt": prompt, "output": "cats, dogs and birds"}])
+    assert scores["mean_gold"] == 0.5
+    assert scores["compliance"] == {"keyword": 0.5, "no_commas": 0.5}
