@@ -71,8 +71,8 @@ SIZES = {
                 iterations=2, max_new_tokens=40, num_samples=4, max_bootstrap_prompts=32),
     "quick": dict(train_prompts=16, val_prompts=8, test_prompts=8, prompts_per_question=1, offline_samples=2,
                   iterations=2, max_new_tokens=16, num_samples=2, max_bootstrap_prompts=4),
-    # every question: 64 validation, 96 test, the rest (~140) x 4 constraint sets for training
-    "gpu": dict(train_prompts=10 ** 6, val_prompts=64, test_prompts=96, prompts_per_question=4, offline_samples=4,
+    # every question: 32 validation, 96 test, the other 97 x 4 constraint sets (388 prompts) for training
+    "gpu": dict(train_prompts=10 ** 6, val_prompts=32, test_prompts=96, prompts_per_question=4, offline_samples=4,
                 iterations=3, max_new_tokens=96, num_samples=4, max_bootstrap_prompts=10 ** 6),
 }
 
