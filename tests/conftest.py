@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,22 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz ?.,!"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _import_benchmark(filename: str):
+    """Import a script of `benchmarks/` as a module (they are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"sera_benchmark_{Path(filename).stem}", BENCHMARKS / filename)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """`load_benchmark("perf.py")` imports that script of `benchmarks/`."""
+    return _import_benchmark
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +71,7 @@ def make_pairs(n: int = 16, seed: int = 0, chat: bool = False) -> list[dict]:
 
 def write_jsonl(path: Path, rows: list) -> Path:
     with open(path, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
+        handle.writelines((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows)
     return path
 
 

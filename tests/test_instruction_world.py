@@ -1,10 +1,7 @@
 """The verifiable-instruction world (issue 10): the gold reward (constraints read back from the prompt, checked by
 code) and the benchmark's pair building and scoring (benchmarks/instruction_world.py)."""
 
-import importlib.util
 import random
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -73,16 +70,11 @@ def test_sampled_constraints_are_distinct_kinds_and_usable_as_a_sera_eval_judge(
 
 # ------------------------------------------------------------------------ benchmarks/instruction_world.py
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "instruction_world.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("sera_instruction_world_benchmark", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("instruction_world.py")
 
 
 def test_pairs_join_responses_of_different_gold_and_keep_the_truth_aside(bench):

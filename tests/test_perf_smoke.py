@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-PERF = Path(__file__).resolve().parent.parent / "benchmarks" / "perf.py"
-
 
 @pytest.fixture(scope="module")
-def perf():
-    spec = importlib.util.spec_from_file_location("sera_perf_benchmark", PERF)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def perf(load_benchmark):
+    return load_benchmark("perf.py")
 
 
 def test_perf_smoke_writes_ratios(perf, tmp_path):

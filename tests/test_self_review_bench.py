@@ -8,23 +8,14 @@ share of the oracle gap) are checked on made-up records.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "self_review.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("sera_self_review_benchmark", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("self_review.py")
 
 
 def test_filler_world_gold_penalises_the_filler():
@@ -38,7 +29,12 @@ def test_filler_world_gold_penalises_the_filler():
 
 def test_filler_world_writes_its_own_fields(tmp_path, monkeypatch):
     """World B shares its build with the demo world; it must keep its gold reward and its filler fields."""
-    from sera.worlds.filler import FILLER_PENALTY, GOLD_SPEC, FillerWorldConfig, build_filler_world
+    from sera.worlds.filler import (
+        FILLER_PENALTY,
+        GOLD_SPEC,
+        FillerWorldConfig,
+        build_filler_world,
+    )
 
     monkeypatch.setenv("SERA_NO_PROGRESS", "1")
     config = FillerWorldConfig(seed=2, filler_share=1.0, sft_steps=2, sft_demonstrations=16, pair_prompts=12,
