@@ -54,6 +54,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sera.io import read_jsonl, write_json, write_jsonl  # noqa: E402  (atomic writes)
 EVAL_DIR = REPO.parent / "shared" / "data" / "eval"
 GOLD = "gold:sera.worlds.instructions:gold_reward"
 OTHER_SYSTEM = "You are a knowledgeable assistant. Explain your answers in detail, with examples."
@@ -477,22 +478,6 @@ def machine() -> dict:
     except ImportError:
         pass
     return info
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
-
-
-def write_json(path: Path, value) -> None:
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 def _ratio(a, b) -> float | None:
