@@ -5,21 +5,31 @@ sampling -- split their items across ranks (`shard`) and gather the results back
 (`gather`), so every rank holds the same margins and selects the same pairs. Only rank 0
 writes files (:mod:`sera.io`, :func:`sera.models.save_model`); `barrier` waits for its writes.
 A single process is the degenerate case: every function below is then a no-op.
+
+Engines that shard the parameters themselves (DeepSpeed ZeRO-3, FSDP) train a copy of the policy;
+after each pass its full weights are gathered into the whole policy every rank keeps for scoring
+and sampling (:func:`sera.training.train_pass`, :func:`broadcast_module`). That path has not yet
+been run on GPUs, so it is opt-in: `SERA_EXPERIMENTAL_SHARDED=1`.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import torch
 import torch.distributed as dist
+
+EXPERIMENTAL_SHARDED = "SERA_EXPERIMENTAL_SHARDED"
 
 
 def init() -> None:
     """Join the process group a launcher described in the environment (gloo on CPU, NCCL on GPU)."""
-    _refuse_sharded_parameters()
+    _check_sharded_engine()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        import torch
         from accelerate import PartialState
 
         PartialState(cpu=not torch.cuda.is_available())
@@ -60,14 +70,91 @@ def barrier() -> None:
         dist.barrier()
 
 
-def _refuse_sharded_parameters() -> None:
-    """SeRA scores and samples with the policy outside the trainer, which needs whole parameters on
-    every rank: DDP and DeepSpeed ZeRO-1/2 keep them whole; ZeRO-3 and FSDP shard them."""
+def broadcast_module(module: torch.nn.Module) -> None:
+    """Every rank's `module` takes rank 0's parameter and buffer values (in place)."""
+    if world_size() == 1:
+        return
+    seen: set[int] = set()
+    for tensor in module.state_dict().values():
+        if tensor.data_ptr() not in seen:  # tied weights travel once
+            seen.add(tensor.data_ptr())
+            dist.broadcast(tensor, src=0)
+
+
+def shards_parameters() -> bool:
+    """Does the launcher's engine shard the parameters (FSDP, DeepSpeed ZeRO-3), not just optimizer state?"""
+    return _uses_fsdp() or _zero_stage() == 3
+
+
+def _uses_fsdp() -> bool:
+    return os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+
+
+def _zero_stage() -> int | None:
+    """The ZeRO stage `accelerate launch` was given, as a flag or inside a DeepSpeed JSON config."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true" and "ACCELERATE_DEEPSPEED_ZERO_STAGE" not in os.environ:
+        return None
+    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") or _deepspeed_json().get("zero_optimization", {}).get("stage")
+    try:
+        return int(stage)
+    except (TypeError, ValueError):
+        return None
+
+
+def _deepspeed_json() -> dict:
+    """The DeepSpeed JSON config named by the launcher ({} when none, or unreadable: accelerate reports that)."""
+    path = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "")
+    if not path or path.lower() == "none":
+        return {}
+    try:
+        config = json.loads(open(path, encoding="utf-8").read())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+@contextmanager
+def whole_model_loading() -> Iterator[None]:
+    """Models SeRA loads to score and sample stay whole on every rank. Once a ZeRO-3 trainer exists,
+    transformers would build them partitioned (zero.Init), and under FSDP's `cpu_ram_efficient_loading`
+    only rank 0 would get weights (the others an empty shell): ranks scoring different items with such
+    a model would wait on each other forever, or score garbage."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    saved_config = hf_deepspeed._hf_deepspeed_config_weak_ref
+    saved_loading = os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING")
+    hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    if saved_loading is not None:
+        os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "false"
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved_config
+        if saved_loading is not None:
+            os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = saved_loading
+
+
+def _check_sharded_engine() -> None:
+    """FSDP and ZeRO-3 run only when opted into, and ZeRO-3 only when it can hand back whole weights."""
     from sera.errors import SeraInputError
 
-    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
-        raise SeraInputError("FSDP shards the parameters SeRA scores and samples with; it is not supported yet. "
-                             "Use DDP or DeepSpeed ZeRO-2 (examples/accelerate/).")
-    if os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "") == "3":
-        raise SeraInputError("DeepSpeed ZeRO-3 shards the parameters SeRA scores and samples with; it is not "
-                             "supported yet. Use DDP or ZeRO-2 (examples/accelerate/).")
+    if not shards_parameters():
+        return
+    engine = "FSDP" if _uses_fsdp() else "DeepSpeed ZeRO-3"
+    if os.environ.get(EXPERIMENTAL_SHARDED, "") != "1":
+        raise SeraInputError(
+            f"{engine} shards the parameters SeRA scores and samples with. sera trains a copy under it and gathers "
+            f"the weights back after each pass, but that path has not yet been run on GPUs: set "
+            f"{EXPERIMENTAL_SHARDED}=1 to use it, or use DDP or DeepSpeed ZeRO-2 (examples/accelerate/).")
+    if engine == "DeepSpeed ZeRO-3" and not _zero3_gathers_weights():
+        raise SeraInputError(
+            "DeepSpeed ZeRO-3: sera gathers the trained weights after each pass and needs "
+            "stage3_gather_16bit_weights_on_model_save: true in the DeepSpeed config (accelerate config: "
+            "zero3_save_16bit_model: true); see examples/accelerate/deepspeed_zero3.yaml.")
+
+
+def _zero3_gathers_weights() -> bool:
+    if _deepspeed_json():
+        gather = _deepspeed_json().get("zero_optimization", {}).get("stage3_gather_16bit_weights_on_model_save", False)
+        return gather in (True, "true", "auto")
+    return os.environ.get("ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL", "").lower() == "true"

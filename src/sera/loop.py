@@ -102,6 +102,13 @@ class SeraRun:
 
     def __init__(self, config: TrainConfig, resume: bool = False) -> None:
         distributed.init()
+        if distributed.shards_parameters():
+            if config.lora_r:
+                raise SeraInputError("--lora-r under FSDP or DeepSpeed ZeRO-3 is not supported: an adapter's gradients "
+                                     "and optimizer state are small, so use DDP or ZeRO-2 (examples/accelerate/)")
+            if distributed.is_main():
+                console.print("[yellow]experimental:[/] parameter-sharding engine: each pass trains a sharded copy and "
+                              "gathers its weights back into the whole policy (docs/scale.md)", highlight=False)
         self.config = config
         self.started = time.perf_counter()
         self.dir = RunDirectory(config.output_dir)

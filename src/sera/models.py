@@ -81,7 +81,8 @@ def load_model(path: str, *, dtype: str = "auto", trust_remote_code: bool = Fals
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        with distributed.whole_model_loading():  # never partitioned by a ZeRO-3 trainer's config
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except Exception as exc:
         raise SeraInputError(f"cannot load model from {path!r}: {_first_line(exc)}") from exc
     if gguf_file:

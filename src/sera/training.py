@@ -4,10 +4,17 @@ SeRA has already tokenized every pair (:mod:`sera.tokenization`, TRL's rules) an
 response under the reference (:mod:`sera.scoring`). The trainer below takes both as they are:
 it skips its own tokenization and reference precompute, so the loss sees exactly the sequences
 SeRA reviewed and the reference model need not sit in memory while training.
+
+Under an engine that shards parameters (FSDP, DeepSpeed ZeRO-3) the trainer gets a copy of the
+policy to shard, and the trained weights are gathered back into the whole policy at each epoch's
+end (:class:`_GatherTrainedWeights`): every rank keeps one whole copy of the weights for SeRA's
+scoring and sampling, while gradients and optimizer state stay sharded.
 """
 
 from __future__ import annotations
 
+import copy
+import gc
 import math
 import tempfile
 import time
@@ -151,22 +158,75 @@ def train_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows:
     `label_smoothing` column, DPO's per-pair label-smoothed loss, see :class:`LabelSmoothedDPOTrainer`)."""
     start = time.perf_counter()
     trainer_class = LabelSmoothedDPOTrainer if rows and "label_smoothing" in rows[0] else SeraDPOTrainer
+    gather = _GatherTrainedWeights(model) if distributed.shards_parameters() else None
     with tempfile.TemporaryDirectory(prefix="sera-trainer-") as scratch:
         trainer = trainer_class(
-            model=model, args=dpo_config(config, daa, epochs, scratch, num_rows=len(rows)),
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tokenizer, callbacks=[_MetricsToJsonl(metrics_path, iteration), *callbacks],
+            model=copy.deepcopy(model) if gather else model,  # the engine shards the copy in place
+            args=dpo_config(config, daa, epochs, scratch, num_rows=len(rows)),
+            train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+            callbacks=[_MetricsToJsonl(metrics_path, iteration), *([gather] if gather else []), *callbacks],
         )
         _drop_reference_adapter(trainer.model)
+        if gather:
+            gather.trainer = trainer
         with compact_lm_head(trainer.args.device):  # CPU: project response positions only (TRL's own arithmetic)
             output = trainer.train()
-    loss = float(output.training_loss)
+        loss = float(output.training_loss)
+        final_loss = _last_logged_loss(trainer, loss)
+        if gather:
+            gather.finish()
+            trainer.accelerator.free_memory()  # the sharded copy, its optimizer and engine go before SeRA samples
+            trainer = gather.trainer = None
+            _empty_caches()
     if not math.isfinite(loss):
         raise SeraRuntimeError(f"iteration {iteration}: training loss is {loss}; stopping "
                                "(the last good iterate is kept in the run directory)")
     model.eval()
-    return TrainResult(final_loss=_last_logged_loss(trainer, loss), steps=output.global_step,
-                       seconds=time.perf_counter() - start)
+    return TrainResult(final_loss=final_loss, steps=output.global_step, seconds=time.perf_counter() - start)
+
+
+def _empty_caches() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class _GatherTrainedWeights(TrainerCallback):
+    """Copies the sharded model's trained weights into the whole `policy`, on every rank, at each epoch's end
+    (before later callbacks, such as per-epoch saving, look at the policy) and once more if steps followed."""
+
+    def __init__(self, policy: PreTrainedModel) -> None:
+        self.policy = policy
+        self.trainer: DPOTrainer | None = None
+        self._gathered_at: int | None = None
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self._gather(state.global_step)
+
+    def finish(self) -> None:
+        if self._gathered_at != self.trainer.state.global_step:
+            self._gather(self.trainer.state.global_step)
+
+    def _gather(self, step: int) -> None:
+        trainer = self.trainer
+        engine = trainer.deepspeed if getattr(trainer, "is_deepspeed_enabled", False) else trainer.model_wrapped
+        state = trainer.accelerator.get_state_dict(engine)  # collective; rank 0 receives the full weights
+        if distributed.is_main():
+            load_full_weights(self.policy, state)
+        distributed.broadcast_module(self.policy)
+        self._gathered_at = step
+
+
+def load_full_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """`state` (a full state dict of the same architecture) copied into `model`; a key may be absent only
+    where it names a tensor tied to one that is present (e.g. lm_head.weight = embed_tokens.weight)."""
+    own = model.state_dict()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    loaded = {own[key].data_ptr() for key in state if key in own}
+    untied = [key for key in missing if own[key].data_ptr() not in loaded]
+    if untied or unexpected:
+        raise SeraRuntimeError(f"the weights gathered from the sharded trainer do not match the policy "
+                               f"(missing: {untied[:5]}, unexpected: {list(unexpected)[:5]})")
 
 
 def _drop_reference_adapter(model) -> None:

@@ -1,0 +1,202 @@
+"""Engines that shard parameters (FSDP, ZeRO-3): opt-in, and the copy-train-gather path keeps the policy whole.
+
+Accelerate runs FSDP and DeepSpeed only on accelerators, so on this CPU the sharding itself is not exercised;
+these tests pin down everything around it: the launcher checks, the trainer getting a copy, the trained weights
+coming back into the policy (per epoch too), and rank 0's weights reaching every rank.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import weakref
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from transformers import TrainerCallback
+from transformers.integrations import deepspeed as hf_deepspeed
+
+from sera import distributed
+from sera.config import TrainConfig
+from sera.daa import get_daa
+from sera.data import PreferencePair
+from sera.errors import SeraInputError, SeraRuntimeError
+from sera.models import build_tiny_llama
+from sera.tokenization import PairTokenizer
+from sera.training import load_full_weights, train_pass
+from tests.conftest import make_pairs
+from tests.test_cli_train import FAST
+
+LAUNCHER_VARIABLES = ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE",
+                      "ACCELERATE_DEEPSPEED_CONFIG_FILE", "ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL",
+                      distributed.EXPERIMENTAL_SHARDED)
+
+
+@pytest.fixture
+def launcher_env(monkeypatch):
+    for name in LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_sharded_engines_need_the_opt_in(launcher_env):
+    launcher_env.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(SeraInputError, match=f"FSDP.*{distributed.EXPERIMENTAL_SHARDED}=1"):
+        distributed.init()
+    launcher_env.setenv(distributed.EXPERIMENTAL_SHARDED, "1")
+    distributed.init()  # accepted
+
+
+def test_zero3_is_found_in_a_deepspeed_json_and_must_gather_weights(launcher_env, tmp_path):
+    config = tmp_path / "ds.json"
+    config.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    launcher_env.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    launcher_env.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(config))
+    launcher_env.setenv(distributed.EXPERIMENTAL_SHARDED, "1")
+    assert distributed.shards_parameters()
+    with pytest.raises(SeraInputError, match="stage3_gather_16bit_weights_on_model_save"):
+        distributed.init()
+    config.write_text(json.dumps({"zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True}}))
+    distributed.init()
+    config.write_text(json.dumps({"zero_optimization": {"stage": 2}}))
+    assert not distributed.shards_parameters()  # ZeRO-2 keeps parameters whole: the plain path
+
+
+def test_zero3_flags_from_accelerate_config(launcher_env):
+    launcher_env.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    launcher_env.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    launcher_env.setenv(distributed.EXPERIMENTAL_SHARDED, "1")
+    with pytest.raises(SeraInputError, match="zero3_save_16bit_model: true"):
+        distributed.init()
+    launcher_env.setenv("ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL", "true")
+    distributed.init()
+
+
+def test_models_load_whole_while_a_zero3_config_is_live(monkeypatch):
+    class Zero3Config:
+        def is_zero3(self):
+            return True
+
+    live = Zero3Config()
+    monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "true")
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed._hf_deepspeed_config_weak_ref = weakref.ref(live)
+    try:
+        assert hf_deepspeed.is_deepspeed_zero3_enabled()
+        with distributed.whole_model_loading():
+            assert not hf_deepspeed.is_deepspeed_zero3_enabled()
+            assert os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] == "false"  # every rank loads real weights
+        assert hf_deepspeed.is_deepspeed_zero3_enabled()  # the trainer's settings are back afterwards
+        assert os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] == "true"
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
+
+
+def test_full_weights_load_across_tied_keys_and_refuse_a_mismatch(tokenizer):
+    source, target = build_tiny_llama(tokenizer, seed=1), build_tiny_llama(tokenizer, seed=2)
+    state = source.state_dict()
+    tied = [k for k, v in target.state_dict().items()
+            if any(v.data_ptr() == w.data_ptr() for j, w in target.state_dict().items() if j != k)]
+    for key in tied[1:]:  # a gathered state dict may carry a tied tensor once
+        state.pop(key)
+    load_full_weights(target, state)
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(target.state_dict()[key], value)
+    state.pop("model.norm.weight")
+    with pytest.raises(SeraRuntimeError, match="missing: \\['model.norm.weight'\\]"):
+        load_full_weights(target, state)
+
+
+class _RecordEachEpoch(TrainerCallback):
+    """What a later callback (per-epoch saving) sees of the policy at each epoch's end."""
+
+    def __init__(self, policy):
+        self.policy, self.seen, self.trained_the_policy = policy, [], []
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        self.seen.append({k: v.clone() for k, v in self.policy.state_dict().items()})
+        self.trained_the_policy.append(model is self.policy)
+
+
+def _train_twice(tokenizer, tmp_path, name: str):
+    tokens = [PairTokenizer(tokenizer, 64).pair(PreferencePair(r["id"], r["prompt"], r["chosen"], r["rejected"]))
+              for r in make_pairs(8)]
+    rows = [{"prompt_ids": t.prompt_ids, "chosen_ids": t.chosen_ids, "rejected_ids": t.rejected_ids,
+             "ref_chosen_logps": -20.0, "ref_rejected_logps": -18.0} for t in tokens]
+    policy = build_tiny_llama(tokenizer, seed=3)
+    recorder = _RecordEachEpoch(policy)
+    config = TrainConfig(batch_size=4, grad_accum=1, learning_rate=1e-2, logging_steps=1)
+    result = train_pass(policy, tokenizer, rows, config, get_daa("dpo"), epochs=2, iteration=1,
+                        metrics_path=tmp_path / f"{name}.jsonl", callbacks=[recorder])
+    return policy, recorder, result
+
+
+def test_gathered_training_matches_training_in_place(monkeypatch, tmp_path, tokenizer):
+    start = build_tiny_llama(tokenizer, seed=3).state_dict()
+    in_place, in_place_seen, in_place_result = _train_twice(tokenizer, tmp_path, "plain")
+    monkeypatch.setattr(distributed, "shards_parameters", lambda: True)
+    gathered, gathered_seen, gathered_result = _train_twice(tokenizer, tmp_path, "gathered")
+
+    assert in_place_seen.trained_the_policy == [True, True]
+    assert gathered_seen.trained_the_policy == [False, False]  # the trainer trained a copy
+    in_place_epochs, gathered_epochs = in_place_seen.seen, gathered_seen.seen
+    assert in_place_result.steps == gathered_result.steps == 4
+    assert gathered_result.final_loss == pytest.approx(in_place_result.final_loss)
+    assert len(in_place_epochs) == len(gathered_epochs) == 2
+    for plain_epoch, gathered_epoch in zip(in_place_epochs, gathered_epochs):  # per-epoch saving sees each epoch
+        for key in start:
+            torch.testing.assert_close(gathered_epoch[key], plain_epoch[key])
+    assert any(not torch.equal(start[k], gathered_epochs[0][k]) for k in start)
+    for key, value in in_place.state_dict().items():
+        torch.testing.assert_close(gathered.state_dict()[key], value)
+
+
+def _broadcast_worker(rank: int, init_file: str, results) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        module = torch.nn.Linear(3, 2)
+        with torch.no_grad():
+            module.weight.fill_(float(rank + 1))
+            module.bias.fill_(float(-rank))
+        distributed.broadcast_module(module)
+        results[rank] = (module.weight.sum().item(), module.bias.sum().item())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_rank_zero_weights_reach_every_rank(tmp_path):
+    results = mp.Manager().dict()
+    mp.spawn(_broadcast_worker, args=(str(tmp_path / "init"), results), nprocs=2, join=True)
+    assert dict(results) == {0: (6.0, 0.0), 1: (6.0, 0.0)}
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
+def test_two_processes_through_the_gather_path_select_like_one(tmp_path, tiny_model_dir, pairs_file):
+    """On CPU accelerate trains with DDP even when FSDP is asked for, while sera takes its sharded-engine path:
+    train a copy, gather its weights on rank 0, broadcast. The run must select exactly what one process does."""
+    env = {**os.environ, "SERA_NO_PROGRESS": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    args = ["train", "--model", str(tiny_model_dir), "--dataset", str(pairs_file), "--iterations", "2", *FAST,
+            "--grad-accum", "1", "--no-bootstrap"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run([sys.executable, "-m", "sera.cli", *args, "--output-dir", str(one), "--batch-size", "4"],
+                   check=True, env=env, capture_output=True, timeout=600)
+    refused = subprocess.run(["torchrun", "--nproc_per_node", "2", "--master_port", "29534", "-m", "sera.cli", *args,
+                              "--output-dir", str(two), "--batch-size", "2"],
+                             env={**env, "ACCELERATE_USE_FSDP": "true"}, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and distributed.EXPERIMENTAL_SHARDED in refused.stderr + refused.stdout
+    result = subprocess.run(["torchrun", "--nproc_per_node", "2", "--master_port", "29534", "-m", "sera.cli", *args,
+                             "--output-dir", str(two), "--batch-size", "2"],
+                            env={**env, "ACCELERATE_USE_FSDP": "true", distributed.EXPERIMENTAL_SHARDED: "1"},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "gathers its weights back" in " ".join((result.stdout + result.stderr).split())  # the sharded path ran
+
+    def selection(run):
+        return [json.loads(line) for line in open(run / "iter_2" / "selection.jsonl")]
+
+    single, double = selection(one), selection(two)
+    assert [(r["id"], r["selected"]) for r in single] == [(r["id"], r["selected"]) for r in double]
+    assert [r["margin"] for r in double] == pytest.approx([r["margin"] for r in single], abs=1e-5)
