@@ -18,6 +18,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -107,7 +108,7 @@ def _deepspeed_json() -> dict:
     if not path or path.lower() == "none":
         return {}
     try:
-        config = json.loads(open(path, encoding="utf-8").read())
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return config if isinstance(config, dict) else {}
