@@ -44,6 +44,9 @@ VARIANTS = {
     "likelihood-labeller": {"bootstrap_labeller": "likelihood"},  # bootstrapped pairs labelled by log pi
     "offline-pool": {"selection_pool": "offline"},    # rank offline pairs only, keep every bootstrapped pair
     "no-ensemble": {"ensemble_gamma": 0.0},           # component 3 off (the paper's ablation)
+    # both off: SeRA's T one-epoch passes (a fresh schedule each) on every pair -- the control that tells
+    # what the iteration schedule alone costs or gains against the DAA's one T-epoch schedule
+    "no-review": {"selection": False, "bootstrap": False},
 }
 """Opt-in SeRA variants (`--variants`), each a `sera train` option set; run as method `sera/<name>`."""
 BASELINES = {"spa": {"spa_seed_ratio": 0.1}}
