@@ -274,7 +274,8 @@ def demo(
     jobs: int = typer.Option(2, "--jobs", help="Runs in parallel processes, one thread each."),
     variants: Optional[str] = typer.Option(None, "--variants", help="Extra SeRA variants to measure, comma-separated: "
                                                                     "selection-only, bootstrap-only, "
-                                                                    "likelihood-labeller, offline-pool, no-ensemble, no-review (control: both components off); "
+                                                                    "likelihood-labeller, offline-pool, no-ensemble, "
+                                                                    "no-review (control: both components off); "
                                                                     "and the baseline spa (DPO only)."),
 ) -> None:
     """Measure SeRA against its plain DAA in a synthetic world with a known gold reward (CPU, minutes)."""
