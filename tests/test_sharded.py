@@ -1,10 +1,12 @@
 """Engines that shard parameters (FSDP, ZeRO-3): opt-in, and the copy-train-gather path keeps the policy whole.
 
-Accelerate runs FSDP and DeepSpeed only on accelerators, so on this CPU the sharding itself is not exercised;
-these tests pin down everything around it: the launcher checks, the trainer getting a copy, the trained weights
-coming back into the policy (per epoch too), and rank 0's weights reaching every rank.
+Accelerate runs FSDP and DeepSpeed only on accelerators, so on this CPU no trainer shards anything; these tests
+pin down everything around it: the launcher checks, the trainer getting a copy, the trained weights coming back
+into the policy (per epoch too), rank 0's weights reaching every rank, and -- with torch's FSDP2 directly, on
+gloo -- the gather from a really sharded model.
 """
 
+import copy
 import json
 import os
 import shutil
@@ -171,6 +173,53 @@ def test_rank_zero_weights_reach_every_rank(tmp_path):
     results = mp.Manager().dict()
     mp.spawn(_broadcast_worker, args=(str(tmp_path / "init"), results), nprocs=2, join=True)
     assert dict(results) == {0: (6.0, 0.0), 1: (6.0, 0.0)}
+
+
+def _fsdp2_worker(rank: int, init_file: str, results) -> None:
+    """Shard a copy with real FSDP2 (gloo, CPU), train a step, gather as accelerate does, load, broadcast."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+    )
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from sera.models import build_char_tokenizer
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        tokenizer = build_char_tokenizer("abcdefghijklmnopqrstuvwxyz ?.,!")
+        policy = build_tiny_llama(tokenizer, seed=0)
+        trained = copy.deepcopy(policy)
+        mesh = init_device_mesh("cpu", (2,))
+        for layer in trained.model.layers:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(trained, mesh=mesh)
+        torch.manual_seed(rank)
+        ids = torch.randint(0, len(tokenizer), (2, 8))
+        trained(input_ids=ids, labels=ids).loss.backward()
+        torch.optim.SGD(trained.parameters(), lr=0.1).step()
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, cpu_offload=True)
+        state = get_model_state_dict(trained, options=options)  # accelerate's get_state_dict under FSDP2
+        if rank == 0:
+            load_full_weights(policy, state)
+        distributed.broadcast_module(policy)
+        sharded = {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in trained.state_dict().items()}
+        start = build_tiny_llama(tokenizer, seed=0).state_dict()
+        results[rank] = (len(state),
+                         max((policy.state_dict()[k] - v).abs().max().item() for k, v in sharded.items()),
+                         max((policy.state_dict()[k] - start[k]).abs().max().item() for k in sharded))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_weights_of_a_real_fsdp2_model_come_back_whole_on_every_rank(tmp_path):
+    results = mp.Manager().dict()
+    mp.spawn(_fsdp2_worker, args=(str(tmp_path / "init"), results), nprocs=2, join=True)
+    (keys_0, gap_0, moved_0), (keys_1, gap_1, moved_1) = results[0], results[1]
+    assert keys_0 > 0 and keys_1 == 0  # the full state dict arrives on rank 0 only
+    assert gap_0 == gap_1 == 0.0  # both ranks' policies equal the sharded model's full weights
+    assert moved_0 == moved_1 > 0  # which the training step changed
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
