@@ -78,6 +78,14 @@ COMBINATIONS: dict[str, dict] = {
     "likelihood+irm-guard": {"bootstrap_labeller": "likelihood", "guard": "irm"},
     "crossfit+irm-guard": {"selection_mode": "crossfit", "bootstrap": False, "guard": "irm"},
 }
+PROBES: dict[str, dict] = {
+    # both components off: SeRA's T one-epoch passes on every pair -- what the iteration schedule alone does
+    "no-review": {"selection": False, "bootstrap": False},
+    # gentler selection: drop the 10% of offline pairs with the lowest (in-sample / out-of-fold) IRM
+    "selection-k0.9": {"bootstrap": False, "selection_ratio": 0.9},
+    "crossfit-k0.9": {"selection_mode": "crossfit", "bootstrap": False, "selection_ratio": 0.9},
+}
+"""Rows outside the default grid, run only when named in --rows (they never enter a full run's recommendation)."""
 NOT_CANDIDATES = ("dpo", "oracle")  # the recommended mode is a SeRA variant a user can run without gold
 
 FULL_WORLD = {"pair_prompts": 600, "validation_prompts": 200, "test_prompts": 400, "sft_demonstrations": 2000,
@@ -493,8 +501,8 @@ def main(argv=None) -> dict:
     worlds = [w.strip() for w in args.worlds.split(",") if w.strip()]
     if any(w not in WORLDS for w in worlds):
         raise SystemExit(f"--worlds: choose from {', '.join(WORLDS)}")
-    all_rows = {**ROWS, **COMBINATIONS}
-    rows = list(all_rows) if not args.rows else [r.strip() for r in args.rows.split(",") if r.strip()]
+    all_rows = {**ROWS, **COMBINATIONS, **PROBES}
+    rows = list({**ROWS, **COMBINATIONS}) if not args.rows else [r.strip() for r in args.rows.split(",") if r.strip()]
     if any(r not in all_rows for r in rows):
         raise SystemExit(f"--rows: choose from {', '.join(all_rows)}")
     sizes = {**(QUICK_WORLD if args.quick else FULL_WORLD), **json.loads(args.world_sizes or "{}")}
