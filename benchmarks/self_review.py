@@ -542,8 +542,9 @@ def main(argv=None) -> dict:
     def write(partial: bool) -> dict:
         runs = [r for r in state["runs"] if "test" in r]
         chosen = choose_betas(runs)
-        candidates = [r for r in rows if r not in NOT_CANDIDATES]
-        recommended = choose_recommended(chosen, candidates)
+        candidates = [r for r in {**ROWS, **COMBINATIONS} if r not in NOT_CANDIDATES]
+        # a recommendation needs the whole grid: a run of a subset (or of probes) recommends nothing
+        recommended = choose_recommended(chosen, candidates) if set(candidates) <= set(rows) else None
         results = {
             "command": command, "mode": "quick" if args.quick else "full", "partial": partial,
             "device": f"{platform.platform()}, {os.cpu_count()} CPU cores, {args.workers} worker(s), "
