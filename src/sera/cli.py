@@ -71,6 +71,7 @@ def train(
     grad_accum: Optional[int] = typer.Option(None, help=h("grad_accum")),
     lr_scheduler_type: Optional[str] = typer.Option(None, help=h("lr_scheduler_type")),
     warmup_ratio: Optional[float] = typer.Option(None, help=h("warmup_ratio")),
+    lr_schedule: Optional[str] = typer.Option(None, help=h("lr_schedule")),
     max_length: Optional[int] = typer.Option(None, help=h("max_length")),
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
                                                           help=h("gradient_checkpointing")),

@@ -124,6 +124,11 @@ class TrainConfig:
     grad_accum: int = _opt(2, "Gradient accumulation steps (paper: 2 on TinyLlama).")
     lr_scheduler_type: str = _opt("cosine", "Learning-rate schedule (alignment-handbook: cosine).")
     warmup_ratio: float = _opt(0.1, "Share of each iteration's steps spent warming up the learning rate (a float in [0, 1)).")
+    lr_schedule: str = _opt("per-iteration", "`per-iteration` (each iteration's trainer warms up and decays its own "
+                                             "learning rate, as separate TRL runs do) or `run` (one warm-up and one "
+                                             "decay across all T iterations, as a plain T-epoch DAA run has; "
+                                             "`lr_scheduler_type` cosine, linear or constant).",
+                            ("per-iteration", "run"))
     max_length: int = _opt(1024, "Longest prompt + response in tokens; longer responses are truncated, "
                                  "pairs whose prompt alone is this long are skipped and counted.")
     gradient_checkpointing: bool = _opt(False, "Trade compute for memory in training.")
@@ -173,6 +178,8 @@ class TrainConfig:
         _check(self.lora_r is None or getattr(self, "selection_mode", None) != "crossfit",
                "--selection-mode crossfit needs full fine-tuning (it trains fresh copies of the SFT model); "
                "drop --lora-r or choose another selection mode")
+        _check(self.lr_schedule == "per-iteration" or self.lr_scheduler_type in ("cosine", "linear", "constant"),
+               "--lr-schedule run supports --lr-scheduler-type cosine, linear or constant")
         _check(0.0 <= self.validation_ratio < 0.5, "--validation-ratio must be in [0, 0.5)")
         _check(0.0 < self.offline_quota <= 1.0 and 0.0 < self.generated_quota <= 1.0,
                "--offline-quota and --generated-quota must be in (0, 1]")

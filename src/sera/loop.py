@@ -44,7 +44,7 @@ from sera.run_dir import RunDirectory
 from sera.scoring import LogProbBank, sequence_logps
 from sera.selection import select_top_k, selection_size
 from sera.tokenization import PairTokenizer, TokenizedPair
-from sera.training import train_pass
+from sera.training import RunSchedule, optimiser_steps, train_pass
 
 
 def run(config: TrainConfig, resume: bool = False) -> dict:
@@ -142,6 +142,7 @@ class SeraRun:
         self._current: dict = {}
         self._crossfit: dict[str, float] | None = None
         self._guard_scores: dict[int, float] = {}
+        self._lr_schedule: dict = {"steps_done": 0, "warmup": None}  # --lr-schedule run: progress across iterations
         self.completed = 0  # iterations finished (and saved) so far
         if resume and self.dir.state.exists():
             self._restore(json.loads(self.dir.state.read_text(encoding="utf-8")))
@@ -201,7 +202,8 @@ class SeraRun:
         self._current.setdefault("pool_size", len(examples))
         self._current.setdefault("selected", len(examples))
         result = self._train(self.policy, examples, epochs=1, iteration=t,
-                             reference=self.reward.reference_index(t))
+                             reference=self.reward.reference_index(t), schedule=self._run_schedule(t, len(examples)))
+        self._lr_schedule["steps_done"] += result.steps
         save_model(self.policy, self.tokenizer, self.dir.model(t))
         distributed.barrier()
         self._end_iteration(t, result)
@@ -233,13 +235,27 @@ class SeraRun:
 
     # -- training -----------------------------------------------------------------------------
 
-    def _train(self, model, examples: list[Example], *, epochs: int, iteration, reference: int, callbacks=()):
+    def _run_schedule(self, t: int, num_pairs: int) -> RunSchedule | None:
+        """With --lr-schedule run: where iteration t sits on the run's one schedule. The total is re-planned at
+        each iteration's start (steps so far + this iteration's steps for each one left), so it ends at zero."""
+        cfg = self.config
+        if cfg.lr_schedule != "run":
+            return None
+        steps = optimiser_steps(cfg, 1, num_pairs)
+        done = self._lr_schedule["steps_done"]
+        if self._lr_schedule.get("warmup") is None:  # fixed at the first iteration, from the first plan
+            self._lr_schedule["warmup"] = int(cfg.warmup_ratio * steps * cfg.iterations)
+        return RunSchedule(cfg.lr_scheduler_type, self._lr_schedule["warmup"],
+                           done + steps * (cfg.iterations - t + 1), offset=done)
+
+    def _train(self, model, examples: list[Example], *, epochs: int, iteration, reference: int, callbacks=(),
+               schedule: RunSchedule | None = None):
         scoring_before = self.bank.seconds
         rows = self._training_rows(examples, reference)
         self._current["seconds_scoring"] = self._current.get("seconds_scoring", 0.0) + (
             self.bank.seconds - scoring_before)
         return train_pass(model, self.tokenizer, rows, self.config, self.daa, epochs=epochs, iteration=iteration,
-                          metrics_path=self.dir.metrics, callbacks=list(callbacks))
+                          metrics_path=self.dir.metrics, callbacks=list(callbacks), schedule=schedule)
 
     def _training_rows(self, examples: list[Example], reference: int) -> list[dict]:
         """Token ids plus the reference log-probs the trainer would otherwise recompute."""
@@ -505,12 +521,14 @@ class SeraRun:
         write_json(self.dir.state, {
             "completed": self.completed, "iterations": self.iterations, "warnings": self.warnings,
             "sft_review": self._sft_review, "guard_scores": self._guard_scores, "crossfit": self._crossfit,
+            "lr_schedule": self._lr_schedule,
             "seconds": time.perf_counter() - self.started + self._seconds_before})
 
     def _restore(self, state: dict) -> None:
         self.completed, self.iterations, self.warnings = state["completed"], state["iterations"], state["warnings"]
         self._sft_review, self._crossfit = state["sft_review"], state["crossfit"]
         self._guard_scores = {int(k): v for k, v in state["guard_scores"].items()}
+        self._lr_schedule = state.get("lr_schedule", self._lr_schedule)
         self._seconds_before = state["seconds"]
         if self.completed and self.config.method != "daa":
             self.policy = self._load_base(adapter=self.dir.model(self.completed)) if self.config.lora_r \

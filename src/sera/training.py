@@ -100,6 +100,36 @@ class _WithLabelSmoothing:
         return batch
 
 
+@dataclass(frozen=True)
+class RunSchedule:
+    """One learning-rate schedule across a run's iterations (`--lr-schedule run`): warm-up over the first
+    `warmup` optimiser steps of the run, then `kind` decay to zero at step `total`. Each iteration's trainer
+    follows it from step `offset` on, instead of warming up and decaying on its own."""
+
+    kind: str
+    warmup: int
+    total: int
+    offset: int = 0
+
+    def multiplier(self, step: int) -> float:
+        """Learning-rate factor at the trainer's `step` (0-based, within this iteration)."""
+        run_step = self.offset + step
+        if run_step < self.warmup:
+            return run_step / max(1, self.warmup)
+        if self.kind == "constant":
+            return 1.0
+        progress = min(1.0, (run_step - self.warmup) / max(1, self.total - self.warmup))
+        if self.kind == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))  # cosine
+
+
+def optimiser_steps(config: TrainConfig, epochs: int, num_rows: int) -> int:
+    """Optimiser steps of a pass over `num_rows` pairs (all processes together)."""
+    per_step = config.batch_size * distributed.world_size()
+    return epochs * math.ceil(math.ceil(num_rows / per_step) / config.grad_accum)
+
+
 @dataclass
 class TrainResult:
     final_loss: float
@@ -132,9 +162,7 @@ def warmup_steps(config: TrainConfig, epochs: int, num_rows: int) -> int:
 
     (A ratio is rounded up by transformers, so a one-step iteration would run its only step at
     learning rate 0 and leave the policy where it was.)"""
-    per_step = config.batch_size * distributed.world_size()
-    steps = epochs * math.ceil(math.ceil(num_rows / per_step) / config.grad_accum)
-    return int(config.warmup_ratio * steps)
+    return int(config.warmup_ratio * optimiser_steps(config, epochs, num_rows))
 
 
 def _dpo_config(config: TrainConfig, daa: DAA, epochs: int, output_dir: str, use_bf16: bool,
@@ -153,9 +181,10 @@ def _dpo_config(config: TrainConfig, daa: DAA, epochs: int, output_dir: str, use
 
 def train_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict],
                config: TrainConfig, daa: DAA, *, epochs: int, iteration: int | str, metrics_path: Path,
-               callbacks: list[TrainerCallback] = ()) -> TrainResult:
+               callbacks: list[TrainerCallback] = (), schedule: RunSchedule | None = None) -> TrainResult:
     """Train `model` in place on `rows` (prompt_ids, chosen_ids, rejected_ids, ref_*_logps; with a
-    `label_smoothing` column, DPO's per-pair label-smoothed loss, see :class:`LabelSmoothedDPOTrainer`)."""
+    `label_smoothing` column, DPO's per-pair label-smoothed loss, see :class:`LabelSmoothedDPOTrainer`),
+    with the trainer's own warm-up and decay, or following the run-wide `schedule`."""
     start = time.perf_counter()
     trainer_class = LabelSmoothedDPOTrainer if rows and "label_smoothing" in rows[0] else SeraDPOTrainer
     gather = _GatherTrainedWeights(model) if distributed.shards_parameters() else None
@@ -167,6 +196,8 @@ def train_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows:
             callbacks=[_MetricsToJsonl(metrics_path, iteration), *([gather] if gather else []), *callbacks],
         )
         _drop_reference_adapter(trainer.model)
+        if schedule is not None:
+            _follow(trainer, schedule)
         if gather:
             gather.trainer = trainer
         with compact_lm_head(trainer.args.device):  # CPU: project response positions only (TRL's own arithmetic)
@@ -183,6 +214,17 @@ def train_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows:
                                "(the last good iterate is kept in the run directory)")
     model.eval()
     return TrainResult(final_loss=final_loss, steps=output.global_step, seconds=time.perf_counter() - start)
+
+
+def _follow(trainer: DPOTrainer, schedule: RunSchedule) -> None:
+    """Make the trainer build its learning-rate scheduler from the run-wide schedule."""
+    def create_scheduler(num_training_steps: int, optimizer=None):
+        if trainer.lr_scheduler is None:
+            trainer.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or trainer.optimizer,
+                                                                     schedule.multiplier)
+        return trainer.lr_scheduler
+
+    trainer.create_scheduler = create_scheduler
 
 
 def _empty_caches() -> None:

@@ -1,0 +1,56 @@
+"""`--lr-schedule run`: one warm-up and one decay across SeRA's iterations instead of one per iteration."""
+
+import json
+
+import pytest
+
+from sera.training import RunSchedule
+from tests.test_cli_train import FAST, run_cli
+
+
+def test_run_schedule_warms_up_once_then_decays_to_zero_across_offsets():
+    first = RunSchedule("cosine", warmup=2, total=10)
+    later = RunSchedule("cosine", warmup=2, total=10, offset=6)
+    assert [first.multiplier(s) for s in (0, 1, 2)] == [0.0, 0.5, 1.0]
+    assert later.multiplier(0) == pytest.approx(first.multiplier(6))  # the third iteration goes on from step 6
+    assert later.multiplier(4) == pytest.approx(0.0)
+    assert RunSchedule("linear", warmup=0, total=4).multiplier(2) == pytest.approx(0.5)
+    assert RunSchedule("constant", warmup=1, total=4).multiplier(3) == 1.0
+
+
+def learning_rates(run_dir) -> dict[int, list[float]]:
+    rates: dict[int, list[float]] = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        if "learning_rate" in entry and entry.get("event") is None:
+            rates.setdefault(int(entry["iteration"]), []).append(float(entry["learning_rate"]))
+    return rates
+
+
+@pytest.mark.parametrize("schedule", ["per-iteration", "run"])
+def test_iterations_restart_the_schedule_or_follow_one(schedule, tmp_path, tiny_model_dir, pairs_file, monkeypatch,
+                                                       capsys):
+    out = tmp_path / schedule
+    code, output = run_cli(["train", "--model", str(tiny_model_dir), "--dataset", str(pairs_file), "--output-dir",
+                            str(out), "--iterations", "3", *FAST, "--no-bootstrap", "--no-selection",
+                            "--warmup-ratio", "0.25", "--lr-schedule", schedule], monkeypatch, capsys)
+    assert code == 0, output
+    rates = learning_rates(out)
+    assert sorted(rates) == [1, 2, 3] and all(len(r) == 4 for r in rates.values())  # 16 pairs, batch 4
+    peak = max(max(r) for r in rates.values())
+    if schedule == "run":
+        sequence = rates[1] + rates[2] + rates[3]
+        top = sequence.index(peak)
+        assert 0 < top < 4  # one warm-up, in the first iteration only
+        assert all(a >= b for a, b in zip(sequence[top:], sequence[top + 1:]))  # then one decay, no restart
+        assert rates[3][-1] < 0.1 * peak  # and ends near zero
+    else:
+        assert max(rates[2]) > 2 * rates[1][-1] and max(rates[3]) > 2 * rates[2][-1]  # each iteration climbs again
+    assert json.loads((out / "state.json").read_text())["lr_schedule"]["steps_done"] == 12
+
+
+def test_run_schedule_needs_a_known_decay(tmp_path, tiny_model_dir, pairs_file, monkeypatch, capsys):
+    code, output = run_cli(["train", "--model", str(tiny_model_dir), "--dataset", str(pairs_file), "--output-dir",
+                            str(tmp_path / "r"), *FAST, "--lr-schedule", "run", "--lr-scheduler-type",
+                            "cosine_with_restarts"], monkeypatch, capsys)
+    assert code == 2 and "--lr-schedule run supports" in output
