@@ -84,6 +84,11 @@ PROBES: dict[str, dict] = {
     # gentler selection: drop the 10% of offline pairs with the lowest (in-sample / out-of-fold) IRM
     "selection-k0.9": {"bootstrap": False, "selection_ratio": 0.9},
     "crossfit-k0.9": {"selection_mode": "crossfit", "bootstrap": False, "selection_ratio": 0.9},
+    # the same with one learning-rate schedule across the T iterations (--lr-schedule run)
+    "no-review-run": {"selection": False, "bootstrap": False, "lr_schedule": "run"},
+    "crossfit-k0.9-run": {"selection_mode": "crossfit", "bootstrap": False, "selection_ratio": 0.9,
+                          "lr_schedule": "run"},
+    "crossfit+irm-guard-run": {"selection_mode": "crossfit", "bootstrap": False, "guard": "irm", "lr_schedule": "run"},
 }
 """Rows outside the default grid, run only when named in --rows (they never enter a full run's recommendation)."""
 NOT_CANDIDATES = ("dpo", "oracle")  # the recommended mode is a SeRA variant a user can run without gold
