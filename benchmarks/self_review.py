@@ -89,6 +89,10 @@ PROBES: dict[str, dict] = {
     "crossfit-k0.9-run": {"selection_mode": "crossfit", "bootstrap": False, "selection_ratio": 0.9,
                           "lr_schedule": "run"},
     "crossfit+irm-guard-run": {"selection_mode": "crossfit", "bootstrap": False, "guard": "irm", "lr_schedule": "run"},
+    # and with the optimizer state carried from iteration to iteration (--carry-optimizer)
+    "no-review-run-carry": {"selection": False, "bootstrap": False, "lr_schedule": "run", "carry_optimizer": True},
+    "crossfit+irm-guard-run-carry": {"selection_mode": "crossfit", "bootstrap": False, "guard": "irm",
+                                     "lr_schedule": "run", "carry_optimizer": True},
 }
 """Rows outside the default grid, run only when named in --rows (they never enter a full run's recommendation)."""
 NOT_CANDIDATES = ("dpo", "oracle")  # the recommended mode is a SeRA variant a user can run without gold

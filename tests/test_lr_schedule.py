@@ -1,4 +1,4 @@
-"""`--lr-schedule run`: one warm-up and one decay across SeRA's iterations instead of one per iteration."""
+"""Training across iterations: `--lr-schedule run` (one warm-up and decay) and `--carry-optimizer`."""
 
 import json
 
@@ -33,7 +33,8 @@ def test_iterations_restart_the_schedule_or_follow_one(schedule, tmp_path, tiny_
     out = tmp_path / schedule
     code, output = run_cli(["train", "--model", str(tiny_model_dir), "--dataset", str(pairs_file), "--output-dir",
                             str(out), "--iterations", "3", *FAST, "--no-bootstrap", "--no-selection",
-                            "--warmup-ratio", "0.25", "--lr-schedule", schedule], monkeypatch, capsys)
+                            "--warmup-ratio", "0.25", "--lr-schedule", schedule,
+                            *(["--carry-optimizer"] if schedule == "run" else [])], monkeypatch, capsys)
     assert code == 0, output
     rates = learning_rates(out)
     assert sorted(rates) == [1, 2, 3] and all(len(r) == 4 for r in rates.values())  # 16 pairs, batch 4
@@ -54,3 +55,50 @@ def test_run_schedule_needs_a_known_decay(tmp_path, tiny_model_dir, pairs_file, 
                             str(tmp_path / "r"), *FAST, "--lr-schedule", "run", "--lr-scheduler-type",
                             "cosine_with_restarts"], monkeypatch, capsys)
     assert code == 2 and "--lr-schedule run supports" in output
+
+
+def test_carried_optimizer_state_goes_on_counting(tokenizer, tmp_path):
+    from sera.config import TrainConfig
+    from sera.daa import get_daa
+    from sera.data import PreferencePair
+    from sera.models import build_tiny_llama
+    from sera.tokenization import PairTokenizer
+    from sera.training import train_pass
+    from tests.conftest import make_pairs
+
+    tokens = [PairTokenizer(tokenizer, 64).pair(PreferencePair(r["id"], r["prompt"], r["chosen"], r["rejected"]))
+              for r in make_pairs(8)]
+    rows = [{"prompt_ids": t.prompt_ids, "chosen_ids": t.chosen_ids, "rejected_ids": t.rejected_ids,
+             "ref_chosen_logps": -20.0, "ref_rejected_logps": -18.0} for t in tokens]
+    policy = build_tiny_llama(tokenizer, seed=3)
+    config = TrainConfig(batch_size=4, grad_accum=1, learning_rate=1e-2)
+
+    def one_pass(state):
+        return train_pass(policy, tokenizer, rows, config, get_daa("dpo"), epochs=1, iteration=1,
+                          metrics_path=tmp_path / "m.jsonl", optimizer_state=state, carry_optimizer=True)
+
+    def adam_steps(result) -> float:
+        return float(next(iter(result.optimizer_state["state"].values()))["step"])
+
+    first = one_pass(None)
+    assert adam_steps(first) == 2.0
+    assert adam_steps(one_pass(first.optimizer_state)) == 4.0  # went on from the first pass's Adam state
+    assert adam_steps(one_pass(None)) == 2.0
+
+
+def test_optimizer_state_round_trips_through_safetensors(tmp_path):
+    import torch
+
+    from sera.io import load_optimizer_state, save_optimizer_state
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    save_optimizer_state(tmp_path / "o.safetensors", optimizer.state_dict())
+    restored = torch.optim.AdamW(model.parameters(), lr=0.5)
+    restored.load_state_dict(load_optimizer_state(tmp_path / "o.safetensors"))
+    assert restored.param_groups[0]["lr"] == 0.1
+    for index, values in optimizer.state_dict()["state"].items():
+        for name, value in values.items():
+            assert torch.equal(restored.state_dict()["state"][index][name], value)

@@ -24,8 +24,10 @@ def _losses(out):
     return [it["final_loss"] for it in json.loads((out / "summary.json").read_text())["iterations"]]
 
 
-def test_a_killed_run_resumes_to_the_same_result(tmp_path, tiny_model_dir, pairs_file):
-    base = [sys.executable, "-m", "sera.cli", "train", "--model", str(tiny_model_dir), "--dataset", str(pairs_file)]
+@pytest.mark.parametrize("options", [[], ["--lr-schedule", "run", "--carry-optimizer"]], ids=["default", "one-run"])
+def test_a_killed_run_resumes_to_the_same_result(tmp_path, tiny_model_dir, pairs_file, options):
+    base = [sys.executable, "-m", "sera.cli", "train", "--model", str(tiny_model_dir), "--dataset", str(pairs_file),
+            *options]
     env = {**os.environ, "SERA_NO_PROGRESS": "1", "TQDM_DISABLE": "1"}
     whole = tmp_path / "whole"
     subprocess.run([*base, "--output-dir", str(whole), *ARGS], check=True, env=env, capture_output=True, timeout=600)

@@ -14,7 +14,8 @@ def test_run_outputs_are_safetensors_and_hold_no_secrets(tmp_path, tiny_model_di
     out = tmp_path / "run"
     code, output = run_cli(["train", "--model", str(tiny_model_dir), "--dataset", str(pairs_file), "--output-dir",
                             str(out), "--iterations", "2", *FAST,
-                            "--bootstrap-labeller", f"judge:gold:{tmp_path / 'gold.py'}:reversal"],
+                            "--bootstrap-labeller", f"judge:gold:{tmp_path / 'gold.py'}:reversal",
+                            "--carry-optimizer"],  # its optimizer state is saved too: as safetensors
                            monkeypatch, capsys)
     assert code == 0, output
     assert secret not in output
@@ -23,4 +24,4 @@ def test_run_outputs_are_safetensors_and_hold_no_secrets(tmp_path, tiny_model_di
             assert secret.encode() not in path.read_bytes(), path
             assert path.suffix not in (".bin", ".pt", ".pkl", ".pickle"), path
     assert yaml.safe_load((out / "config.yaml").read_text())["trust_remote_code"] is False
-    assert (out / "final" / "model.safetensors").exists()
+    assert (out / "final" / "model.safetensors").exists() and (out / "optimizer.safetensors").exists()

@@ -72,6 +72,8 @@ def train(
     lr_scheduler_type: Optional[str] = typer.Option(None, help=h("lr_scheduler_type")),
     warmup_ratio: Optional[float] = typer.Option(None, help=h("warmup_ratio")),
     lr_schedule: Optional[str] = typer.Option(None, help=h("lr_schedule")),
+    carry_optimizer: Optional[bool] = typer.Option(None, "--carry-optimizer/--no-carry-optimizer",
+                                                   help=h("carry_optimizer")),
     max_length: Optional[int] = typer.Option(None, help=h("max_length")),
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
                                                           help=h("gradient_checkpointing")),

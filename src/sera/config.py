@@ -129,6 +129,9 @@ class TrainConfig:
                                              "decay across all T iterations, as a plain T-epoch DAA run has; "
                                              "`lr_scheduler_type` cosine, linear or constant).",
                             ("per-iteration", "run"))
+    carry_optimizer: bool = _opt(False, "Start each iteration's optimizer from the previous iteration's state (Adam "
+                                        "moments), as one T-epoch run would, instead of afresh. The last state is "
+                                        "kept in OUT/optimizer.safetensors for --resume. Not with FSDP/ZeRO-3.")
     max_length: int = _opt(1024, "Longest prompt + response in tokens; longer responses are truncated, "
                                  "pairs whose prompt alone is this long are skipped and counted.")
     gradient_checkpointing: bool = _opt(False, "Trade compute for memory in training.")

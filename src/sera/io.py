@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -19,6 +19,11 @@ from sera.errors import SeraRuntimeError
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    _write_atomic_with(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def _write_atomic_with(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """`write(handle)` into a temporary file beside `path`, then rename it over `path` (rank 0 only)."""
     if not distributed.is_main():
         return
     path = Path(path)
@@ -28,8 +33,8 @@ def _write_atomic(path: Path, text: str) -> None:
     except OSError as exc:
         raise SeraRuntimeError(f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -39,6 +44,42 @@ def _write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_optimizer_state(path: Path, state: dict) -> None:
+    """An optimizer's `state_dict()` as safetensors (tensors) + JSON metadata (everything else), atomically:
+    no pickle is written, so none has to be trusted when :func:`load_optimizer_state` reads it back."""
+    from safetensors.torch import save
+
+    tensors, other = {}, {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            key = f"{index}/{name}"
+            if hasattr(value, "detach"):
+                tensors[key] = value.detach().contiguous().cpu()
+            else:
+                other[key] = value
+    metadata = {"param_groups": json.dumps(state["param_groups"]), "other": json.dumps(other)}
+    _write_atomic_with(path, lambda handle: handle.write(save(tensors, metadata=metadata)))
+
+
+def load_optimizer_state(path: Path) -> dict:
+    """What :func:`save_optimizer_state` wrote, as an optimizer `state_dict()` (tensors on the CPU)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata()
+            keys = list(handle.keys())  # a safe_open handle, not a dict
+            entries = {key: handle.get_tensor(key) for key in keys}
+        entries.update(json.loads(metadata["other"]))
+        state: dict[int, dict] = {}
+        for key, value in entries.items():
+            index, name = key.split("/", 1)
+            state.setdefault(int(index), {})[name] = value
+        return {"state": state, "param_groups": json.loads(metadata["param_groups"])}
+    except (OSError, ValueError, KeyError) as exc:
+        raise SeraRuntimeError(f"cannot read {path}: {exc}") from exc
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -34,7 +34,7 @@ from sera.data import PreferencePair, load_pairs
 from sera.diagnostics import mean_within_group_spearman, preference_accuracy, warnings_for
 from sera.errors import SeraInputError, SeraRuntimeError
 from sera.generation import SamplingParams, generate_completions
-from sera.io import append_jsonl, write_json, write_jsonl, write_yaml
+from sera.io import append_jsonl, load_optimizer_state, save_optimizer_state, write_json, write_jsonl, write_yaml
 from sera.labellers import build_labeller, candidate_sequences, prompt_text
 from sera.models import (add_lora, iterate_view, load_lora_policy, load_model, load_tokenizer, lora_config,
                          save_model)
@@ -103,9 +103,9 @@ class SeraRun:
     def __init__(self, config: TrainConfig, resume: bool = False) -> None:
         distributed.init()
         if distributed.shards_parameters():
-            if config.lora_r:
-                raise SeraInputError("--lora-r under FSDP or DeepSpeed ZeRO-3 is not supported: an adapter's gradients "
-                                     "and optimizer state are small, so use DDP or ZeRO-2 (examples/accelerate/)")
+            if config.lora_r or config.carry_optimizer:
+                raise SeraInputError(f"{'--lora-r' if config.lora_r else '--carry-optimizer'} under FSDP or DeepSpeed "
+                                     "ZeRO-3 is not supported; use DDP or ZeRO-2 (examples/accelerate/)")
             if distributed.is_main():
                 console.print("[yellow]experimental:[/] parameter-sharding engine: each pass trains a sharded copy and "
                               "gathers its weights back into the whole policy (docs/scale.md)", highlight=False)
@@ -143,6 +143,7 @@ class SeraRun:
         self._crossfit: dict[str, float] | None = None
         self._guard_scores: dict[int, float] = {}
         self._lr_schedule: dict = {"steps_done": 0, "warmup": None}  # --lr-schedule run: progress across iterations
+        self._optimizer_state: dict | None = None  # --carry-optimizer: the last iteration's optimizer state
         self.completed = 0  # iterations finished (and saved) so far
         if resume and self.dir.state.exists():
             self._restore(json.loads(self.dir.state.read_text(encoding="utf-8")))
@@ -202,9 +203,13 @@ class SeraRun:
         self._current.setdefault("pool_size", len(examples))
         self._current.setdefault("selected", len(examples))
         result = self._train(self.policy, examples, epochs=1, iteration=t,
-                             reference=self.reward.reference_index(t), schedule=self._run_schedule(t, len(examples)))
+                             reference=self.reward.reference_index(t), schedule=self._run_schedule(t, len(examples)),
+                             optimizer_state=self._optimizer_state)
         self._lr_schedule["steps_done"] += result.steps
+        self._optimizer_state = result.optimizer_state
         save_model(self.policy, self.tokenizer, self.dir.model(t))
+        if self._optimizer_state is not None:  # before state.json names iteration t as completed
+            save_optimizer_state(self.dir.optimizer, self._optimizer_state)
         distributed.barrier()
         self._end_iteration(t, result)
 
@@ -249,13 +254,14 @@ class SeraRun:
                            done + steps * (cfg.iterations - t + 1), offset=done)
 
     def _train(self, model, examples: list[Example], *, epochs: int, iteration, reference: int, callbacks=(),
-               schedule: RunSchedule | None = None):
+               schedule: RunSchedule | None = None, optimizer_state: dict | None = None):
         scoring_before = self.bank.seconds
         rows = self._training_rows(examples, reference)
         self._current["seconds_scoring"] = self._current.get("seconds_scoring", 0.0) + (
             self.bank.seconds - scoring_before)
         return train_pass(model, self.tokenizer, rows, self.config, self.daa, epochs=epochs, iteration=iteration,
-                          metrics_path=self.dir.metrics, callbacks=list(callbacks), schedule=schedule)
+                          metrics_path=self.dir.metrics, callbacks=list(callbacks), schedule=schedule,
+                          optimizer_state=optimizer_state, carry_optimizer=self.config.carry_optimizer)
 
     def _training_rows(self, examples: list[Example], reference: int) -> list[dict]:
         """Token ids plus the reference log-probs the trainer would otherwise recompute."""
@@ -529,6 +535,8 @@ class SeraRun:
         self._sft_review, self._crossfit = state["sft_review"], state["crossfit"]
         self._guard_scores = {int(k): v for k, v in state["guard_scores"].items()}
         self._lr_schedule = state.get("lr_schedule", self._lr_schedule)
+        if self.config.carry_optimizer and self.completed and self.config.method != "daa":
+            self._optimizer_state = load_optimizer_state(self.dir.optimizer)
         self._seconds_before = state["seconds"]
         if self.completed and self.config.method != "daa":
             self.policy = self._load_base(adapter=self.dir.model(self.completed)) if self.config.lora_r \

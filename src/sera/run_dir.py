@@ -8,6 +8,7 @@
     OUT/final/                 the model the run returns
     OUT/summary.json           per-iteration counts, margins, timings, losses
     OUT/state.json             progress so far, for `sera train --resume OUT`
+    OUT/optimizer.safetensors  --carry-optimizer: the last iteration's optimizer state, for a resume
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ class RunDirectory:
     def state(self) -> Path:
         """What a resumed run restores: completed iterations, their summaries, guard scores."""
         return self.root / "state.json"
+
+    @property
+    def optimizer(self) -> Path:
+        """--carry-optimizer: the optimizer state after the last completed iteration (one file, overwritten)."""
+        return self.root / "optimizer.safetensors"
 
     @property
     def final_model(self) -> Path:

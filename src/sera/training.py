@@ -135,6 +135,7 @@ class TrainResult:
     final_loss: float
     steps: int
     seconds: float
+    optimizer_state: dict | None = None  # with carry_optimizer: what the next pass starts from
 
 
 class _MetricsToJsonl(TrainerCallback):
@@ -181,10 +182,12 @@ def _dpo_config(config: TrainConfig, daa: DAA, epochs: int, output_dir: str, use
 
 def train_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict],
                config: TrainConfig, daa: DAA, *, epochs: int, iteration: int | str, metrics_path: Path,
-               callbacks: list[TrainerCallback] = (), schedule: RunSchedule | None = None) -> TrainResult:
+               callbacks: list[TrainerCallback] = (), schedule: RunSchedule | None = None,
+               optimizer_state: dict | None = None, carry_optimizer: bool = False) -> TrainResult:
     """Train `model` in place on `rows` (prompt_ids, chosen_ids, rejected_ids, ref_*_logps; with a
     `label_smoothing` column, DPO's per-pair label-smoothed loss, see :class:`LabelSmoothedDPOTrainer`),
-    with the trainer's own warm-up and decay, or following the run-wide `schedule`."""
+    with the trainer's own warm-up and decay, or following the run-wide `schedule`; the optimizer starts from
+    `optimizer_state` where given, and with `carry_optimizer` the result holds its final state."""
     start = time.perf_counter()
     trainer_class = LabelSmoothedDPOTrainer if rows and "label_smoothing" in rows[0] else SeraDPOTrainer
     gather = _GatherTrainedWeights(model) if distributed.shards_parameters() else None
@@ -198,12 +201,15 @@ def train_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows:
         _drop_reference_adapter(trainer.model)
         if schedule is not None:
             _follow(trainer, schedule)
+        if optimizer_state is not None:
+            _start_optimizer_from(trainer, optimizer_state)
         if gather:
             gather.trainer = trainer
         with compact_lm_head(trainer.args.device):  # CPU: project response positions only (TRL's own arithmetic)
             output = trainer.train()
         loss = float(output.training_loss)
         final_loss = _last_logged_loss(trainer, loss)
+        carried = trainer.optimizer.state_dict() if carry_optimizer else None
         if gather:
             gather.finish()
             trainer.accelerator.free_memory()  # the sharded copy, its optimizer and engine go before SeRA samples
@@ -213,7 +219,8 @@ def train_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows:
         raise SeraRuntimeError(f"iteration {iteration}: training loss is {loss}; stopping "
                                "(the last good iterate is kept in the run directory)")
     model.eval()
-    return TrainResult(final_loss=final_loss, steps=output.global_step, seconds=time.perf_counter() - start)
+    return TrainResult(final_loss=final_loss, steps=output.global_step, seconds=time.perf_counter() - start,
+                       optimizer_state=carried)
 
 
 def _follow(trainer: DPOTrainer, schedule: RunSchedule) -> None:
@@ -225,6 +232,20 @@ def _follow(trainer: DPOTrainer, schedule: RunSchedule) -> None:
         return trainer.lr_scheduler
 
     trainer.create_scheduler = create_scheduler
+
+
+def _start_optimizer_from(trainer: DPOTrainer, state: dict) -> None:
+    """Make the trainer's optimizer, once created, load `state` (the same parameters in the same groups)."""
+    create_optimizer = trainer.create_optimizer
+
+    def create_and_load(*args, **kwargs):
+        fresh = trainer.optimizer is None
+        optimizer = create_optimizer(*args, **kwargs)
+        if fresh:
+            optimizer.load_state_dict(state)
+        return optimizer
+
+    trainer.create_optimizer = create_and_load
 
 
 def _empty_caches() -> None:
