@@ -15,8 +15,9 @@ World (`sera.worlds.instructions`, built once per --world-seed under --work-dir)
 Rows (each one `sera train` run, DPO loss, same data, T, learning rate and batch size):
   dpo           --method daa                                    plain DPO for T epochs
   sera          --method sera                                   the paper (K = 0.7, N = 4, gamma = 0.3)
-  recommended   --preset recommended                            crossfit selection, no bootstrap, IRM guard
+  recommended   crossfit selection, no bootstrap, IRM guard      the first recommended preset
   gold          --bootstrap-labeller judge:gold:<gold reward>   the paper's loop with gold labels (a reference)
+  recommended-one-run  --preset recommended                     the preset now: the same as one optimiser run
 
 beta: every row is trained at every --betas value on the first seed; per row, the beta whose model scores the
 highest mean gold on the VALIDATION prompts is kept, and the other seeds run at that beta only. The test
@@ -62,8 +63,11 @@ OTHER_SYSTEM = "You are a knowledgeable assistant. Explain your answers in detai
 ROWS: dict[str, list[str]] = {
     "dpo": ["--method", "daa"],
     "sera": ["--method", "sera"],
-    "recommended": ["--preset", "recommended"],
+    # the recommended preset as it was when this benchmark first ran (pinned, so those runs stay reproducible)
+    "recommended": ["--method", "sera", "--selection-mode", "crossfit", "--no-bootstrap", "--guard", "irm"],
     "gold": ["--method", "sera", "--bootstrap-labeller", f"judge:{GOLD}"],
+    # the preset as it is now: the same, trained as one optimiser run (--lr-schedule run --carry-optimizer)
+    "recommended-one-run": ["--preset", "recommended"],
 }
 
 SIZES = {
