@@ -95,6 +95,7 @@ PROBES: dict[str, dict] = {
                                      "lr_schedule": "run", "carry_optimizer": True},
 }
 """Rows outside the default grid, run only when named in --rows (they never enter a full run's recommendation)."""
+GRID = {**ROWS, **COMBINATIONS}  # what a run without --rows runs, and where the recommended mode comes from
 NOT_CANDIDATES = ("dpo", "oracle")  # the recommended mode is a SeRA variant a user can run without gold
 
 FULL_WORLD = {"pair_prompts": 600, "validation_prompts": 200, "test_prompts": 400, "sft_demonstrations": 2000,
@@ -510,8 +511,8 @@ def main(argv=None) -> dict:
     worlds = [w.strip() for w in args.worlds.split(",") if w.strip()]
     if any(w not in WORLDS for w in worlds):
         raise SystemExit(f"--worlds: choose from {', '.join(WORLDS)}")
-    all_rows = {**ROWS, **COMBINATIONS, **PROBES}
-    rows = list({**ROWS, **COMBINATIONS}) if not args.rows else [r.strip() for r in args.rows.split(",") if r.strip()]
+    all_rows = {**GRID, **PROBES}
+    rows = list(GRID) if not args.rows else [r.strip() for r in args.rows.split(",") if r.strip()]
     if any(r not in all_rows for r in rows):
         raise SystemExit(f"--rows: choose from {', '.join(all_rows)}")
     sizes = {**(QUICK_WORLD if args.quick else FULL_WORLD), **json.loads(args.world_sizes or "{}")}
@@ -551,7 +552,7 @@ def main(argv=None) -> dict:
     def write(partial: bool) -> dict:
         runs = [r for r in state["runs"] if "test" in r]
         chosen = choose_betas(runs)
-        candidates = [r for r in {**ROWS, **COMBINATIONS} if r not in NOT_CANDIDATES]
+        candidates = [r for r in GRID if r not in NOT_CANDIDATES]
         # a recommendation needs the whole grid: a run of a subset (or of probes) recommends nothing
         recommended = choose_recommended(chosen, candidates) if set(candidates) <= set(rows) else None
         results = {

@@ -69,6 +69,17 @@ def make_pairs(n: int = 16, seed: int = 0, chat: bool = False) -> list[dict]:
     return rows
 
 
+def pair_rows(tokenizer, n: int) -> list[dict]:
+    """Trainer rows (token ids + fixed reference log-probs) of `make_pairs(n)`, as SeRA hands them to TRL."""
+    from sera.data import PreferencePair
+    from sera.tokenization import PairTokenizer
+
+    pairs = PairTokenizer(tokenizer, 64)
+    tokens = [pairs.pair(PreferencePair(r["id"], r["prompt"], r["chosen"], r["rejected"])) for r in make_pairs(n)]
+    return [{"prompt_ids": t.prompt_ids, "chosen_ids": t.chosen_ids, "rejected_ids": t.rejected_ids,
+             "ref_chosen_logps": -20.0, "ref_rejected_logps": -18.0} for t in tokens]
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     with open(path, "w", encoding="utf-8") as handle:
         handle.writelines((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows)

@@ -60,16 +60,11 @@ def test_run_schedule_needs_a_known_decay(tmp_path, tiny_model_dir, pairs_file, 
 def test_carried_optimizer_state_goes_on_counting(tokenizer, tmp_path):
     from sera.config import TrainConfig
     from sera.daa import get_daa
-    from sera.data import PreferencePair
     from sera.models import build_tiny_llama
-    from sera.tokenization import PairTokenizer
     from sera.training import train_pass
-    from tests.conftest import make_pairs
+    from tests.conftest import pair_rows
 
-    tokens = [PairTokenizer(tokenizer, 64).pair(PreferencePair(r["id"], r["prompt"], r["chosen"], r["rejected"]))
-              for r in make_pairs(8)]
-    rows = [{"prompt_ids": t.prompt_ids, "chosen_ids": t.chosen_ids, "rejected_ids": t.rejected_ids,
-             "ref_chosen_logps": -20.0, "ref_rejected_logps": -18.0} for t in tokens]
+    rows = pair_rows(tokenizer, 8)
     policy = build_tiny_llama(tokenizer, seed=3)
     config = TrainConfig(batch_size=4, grad_accum=1, learning_rate=1e-2)
 

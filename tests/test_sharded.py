@@ -24,12 +24,10 @@ from transformers.integrations import deepspeed as hf_deepspeed
 from sera import distributed
 from sera.config import TrainConfig
 from sera.daa import get_daa
-from sera.data import PreferencePair
 from sera.errors import SeraInputError, SeraRuntimeError
 from sera.models import build_tiny_llama
-from sera.tokenization import PairTokenizer
 from sera.training import load_full_weights, train_pass
-from tests.conftest import make_pairs
+from tests.conftest import pair_rows
 from tests.test_cli_train import FAST
 
 LAUNCHER_VARIABLES = ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE",
@@ -124,10 +122,7 @@ class _RecordEachEpoch(TrainerCallback):
 
 
 def _train_twice(tokenizer, tmp_path, name: str):
-    tokens = [PairTokenizer(tokenizer, 64).pair(PreferencePair(r["id"], r["prompt"], r["chosen"], r["rejected"]))
-              for r in make_pairs(8)]
-    rows = [{"prompt_ids": t.prompt_ids, "chosen_ids": t.chosen_ids, "rejected_ids": t.rejected_ids,
-             "ref_chosen_logps": -20.0, "ref_rejected_logps": -18.0} for t in tokens]
+    rows = pair_rows(tokenizer, 8)
     policy = build_tiny_llama(tokenizer, seed=3)
     recorder = _RecordEachEpoch(policy)
     config = TrainConfig(batch_size=4, grad_accum=1, learning_rate=1e-2, logging_steps=1)

@@ -5,19 +5,14 @@ from datasets import Dataset
 
 from sera.config import TrainConfig
 from sera.daa import get_daa
-from sera.data import PreferencePair
 from sera.models import build_tiny_llama
 from sera.scoring import compact_lm_head
-from sera.tokenization import PairTokenizer
 from sera.training import SeraDPOTrainer, dpo_config
-from tests.conftest import make_pairs
+from tests.conftest import pair_rows
 
 
 def test_compact_head_keeps_loss_and_gradients(tmp_path, tokenizer):
-    tokens = [PairTokenizer(tokenizer, 64).pair(PreferencePair(r["id"], r["prompt"], r["chosen"], r["rejected"]))
-              for r in make_pairs(4)]
-    rows = [{"prompt_ids": t.prompt_ids, "chosen_ids": t.chosen_ids, "rejected_ids": t.rejected_ids,
-             "ref_chosen_logps": -20.0, "ref_rejected_logps": -18.0} for t in tokens]
+    rows = pair_rows(tokenizer, 4)
     model = build_tiny_llama(tokenizer, seed=2)
     trainer = SeraDPOTrainer(model=model, args=dpo_config(TrainConfig(batch_size=4, grad_accum=1), get_daa("dpo"), 1,
                                                           str(tmp_path)),

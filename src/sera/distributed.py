@@ -93,9 +93,10 @@ def _uses_fsdp() -> bool:
 
 def _zero_stage() -> int | None:
     """The ZeRO stage `accelerate launch` was given, as a flag or inside a DeepSpeed JSON config."""
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true" and "ACCELERATE_DEEPSPEED_ZERO_STAGE" not in os.environ:
+    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    if stage is None and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
         return None
-    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") or _deepspeed_json().get("zero_optimization", {}).get("stage")
+    stage = stage or _deepspeed_json().get("zero_optimization", {}).get("stage")
     try:
         return int(stage)
     except (TypeError, ValueError):
@@ -155,7 +156,8 @@ def _check_sharded_engine() -> None:
 
 
 def _zero3_gathers_weights() -> bool:
-    if _deepspeed_json():
-        gather = _deepspeed_json().get("zero_optimization", {}).get("stage3_gather_16bit_weights_on_model_save", False)
+    config = _deepspeed_json()
+    if config:
+        gather = config.get("zero_optimization", {}).get("stage3_gather_16bit_weights_on_model_save", False)
         return gather in (True, "true", "auto")
     return os.environ.get("ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL", "").lower() == "true"

@@ -51,6 +51,8 @@ def save_optimizer_state(path: Path, state: dict) -> None:
     no pickle is written, so none has to be trusted when :func:`load_optimizer_state` reads it back."""
     from safetensors.torch import save
 
+    if not distributed.is_main():  # only rank 0 writes: the other ranks need not copy the state to the CPU
+        return
     tensors, other = {}, {}
     for index, values in state["state"].items():
         for name, value in values.items():

@@ -204,7 +204,7 @@ class SeraRun:
         self._current.setdefault("selected", len(examples))
         result = self._train(self.policy, examples, epochs=1, iteration=t,
                              reference=self.reward.reference_index(t), schedule=self._run_schedule(t, len(examples)),
-                             optimizer_state=self._optimizer_state)
+                             optimizer_state=self._optimizer_state, carry_optimizer=self.config.carry_optimizer)
         self._lr_schedule["steps_done"] += result.steps
         self._optimizer_state = result.optimizer_state
         save_model(self.policy, self.tokenizer, self.dir.model(t))
@@ -254,14 +254,14 @@ class SeraRun:
                            done + steps * (cfg.iterations - t + 1), offset=done)
 
     def _train(self, model, examples: list[Example], *, epochs: int, iteration, reference: int, callbacks=(),
-               schedule: RunSchedule | None = None, optimizer_state: dict | None = None):
+               schedule: RunSchedule | None = None, optimizer_state: dict | None = None, carry_optimizer: bool = False):
         scoring_before = self.bank.seconds
         rows = self._training_rows(examples, reference)
         self._current["seconds_scoring"] = self._current.get("seconds_scoring", 0.0) + (
             self.bank.seconds - scoring_before)
         return train_pass(model, self.tokenizer, rows, self.config, self.daa, epochs=epochs, iteration=iteration,
                           metrics_path=self.dir.metrics, callbacks=list(callbacks), schedule=schedule,
-                          optimizer_state=optimizer_state, carry_optimizer=self.config.carry_optimizer)
+                          optimizer_state=optimizer_state, carry_optimizer=carry_optimizer)
 
     def _training_rows(self, examples: list[Example], reference: int) -> list[dict]:
         """Token ids plus the reference log-probs the trainer would otherwise recompute."""
