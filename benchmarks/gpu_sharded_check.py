@@ -50,12 +50,22 @@ def write_inputs(work: Path) -> tuple[Path, Path]:
     return model_dir, pairs
 
 
-def run(command: list[str], env: dict, log: Path) -> tuple[int, float]:
+def run(command: list[str], env: dict, log: Path, timeout: float = 80) -> tuple[int | str, float]:
+    """Run one `sera train`; a run past `timeout` seconds is recorded as "timeout", not raised."""
     start = time.perf_counter()
     with log.open("w") as handle:
-        code = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT, timeout=900,
-                              check=False).returncode
+        try:
+            code: int | str = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                             timeout=timeout, check=False).returncode
+        except subprocess.TimeoutExpired:
+            code = "timeout"
     return code, time.perf_counter() - start
+
+
+def write(results: dict, output: Path) -> None:
+    """Written after every run, so a check cut short still leaves what it measured."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def selection(run_dir: Path) -> list[dict]:
@@ -80,7 +90,9 @@ def main() -> None:
     results = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "runs": {}}
     code, seconds = run([sys.executable, "-m", "sera.cli", *train, "--output-dir", str(work / "plain")], env,
                         work / "plain.log")
-    results["runs"]["plain"] = {"exit": code, "seconds": round(seconds, 1)}
+    results["runs"]["plain"] = {"exit": code, "seconds": round(seconds, 1),
+                                "log_tail": (work / "plain.log").read_text()[-1500:]}
+    write(results, args.output)
     reference = selection(work / "plain")
     for engine, config in ENGINES.items():
         if engine == "zero3" and importlib.util.find_spec("deepspeed") is None:
@@ -95,8 +107,8 @@ def main() -> None:
         results["runs"][engine] = {"exit": code, "seconds": round(seconds, 1), "same_selection": same,
                                    "max_margin_gap": gap, "log_tail": (work / f"{engine}.log").read_text()[-1500:]}
         print(f"{engine}: exit {code}, same selection as plain: {same}, max margin gap {gap}", flush=True)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
+        write(results, args.output)
+    write(results, args.output)
     print(f"results: {args.output}")
 
 

@@ -19,7 +19,8 @@ def test_shard_and_gather_are_identities_in_one_process():
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
 def test_two_processes_select_like_one(tmp_path, tiny_model_dir, pairs_file):
-    env = {**os.environ, "SERA_NO_PROGRESS": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "SERA_NO_PROGRESS": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1",
+           "CUDA_VISIBLE_DEVICES": ""}  # a CPU (gloo) test, also on a machine with one GPU
     args = ["train", "--model", str(tiny_model_dir), "--dataset", str(pairs_file), "--iterations", "2", *FAST,
             "--grad-accum", "1", "--no-bootstrap"]
     one = tmp_path / "one"

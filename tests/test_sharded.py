@@ -221,7 +221,8 @@ def test_weights_of_a_real_fsdp2_model_come_back_whole_on_every_rank(tmp_path):
 def test_two_processes_through_the_gather_path_select_like_one(tmp_path, tiny_model_dir, pairs_file):
     """On CPU accelerate trains with DDP even when FSDP is asked for, while sera takes its sharded-engine path:
     train a copy, gather its weights on rank 0, broadcast. The run must select exactly what one process does."""
-    env = {**os.environ, "SERA_NO_PROGRESS": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "SERA_NO_PROGRESS": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1",
+           "CUDA_VISIBLE_DEVICES": ""}  # a CPU (gloo) test, also on a machine with one GPU
     args = ["train", "--model", str(tiny_model_dir), "--dataset", str(pairs_file), "--iterations", "2", *FAST,
             "--grad-accum", "1", "--no-bootstrap"]
     one, two = tmp_path / "one", tmp_path / "two"
