@@ -77,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/gpu-sharded-check.json")
     parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of " + ",".join(ENGINES))
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("gpu_sharded_check.py needs a GPU: accelerate runs FSDP and DeepSpeed only on accelerators")
@@ -94,7 +95,8 @@ def main() -> None:
                                 "log_tail": (work / "plain.log").read_text()[-1500:]}
     write(results, args.output)
     reference = selection(work / "plain")
-    for engine, config in ENGINES.items():
+    for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
+        config = ENGINES[engine]
         if engine == "zero3" and importlib.util.find_spec("deepspeed") is None:
             results["runs"][engine] = {"skipped": "deepspeed is not installed"}
             continue

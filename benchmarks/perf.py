@@ -667,7 +667,12 @@ def section_cost_model(ctx) -> dict:
     profile, device, dtype = ctx.profile, ctx.device, ctx.dtype
     P = profile.pairs
     sizes = [max(2, P // 4), max(2, P // 2), P]
-    out = {"note": "seconds of one run per size; slopes are least-squares fits over the three sizes"}
+    out = {"note": "seconds of one run per size, after an untimed warm-up of each stage; slopes are "
+                   "least-squares fits over the three sizes"}
+    warm = ctx.examples[:2]
+    sequence_logps(ctx.reference, [(e.prompt_ids, e.chosen_ids) for e in warm], batch_size=profile.score_batch)
+    generate_completions(ctx.policy, ctx.tokenizer, [e.prompt_ids for e in warm],
+                         SamplingParams(2, 0.7, 0.95, 4), batch_size=profile.gen_batch, seed=3)
 
     # Scoring: one model pass over both responses of n pairs; and over P/4 pairs at three response lengths.
     secs = []

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import weakref
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -26,6 +27,7 @@ from sera.config import TrainConfig
 from sera.daa import get_daa
 from sera.errors import SeraInputError, SeraRuntimeError
 from sera.models import build_tiny_llama
+from sera.scoring import sequence_logps
 from sera.training import load_full_weights, train_pass
 from tests.conftest import pair_rows
 from tests.test_cli_train import FAST
@@ -245,3 +247,36 @@ def test_two_processes_through_the_gather_path_select_like_one(tmp_path, tiny_mo
     single, double = selection(one), selection(two)
     assert [(r["id"], r["selected"]) for r in single] == [(r["id"], r["selected"]) for r in double]
     assert [r["margin"] for r in double] == pytest.approx([r["margin"] for r in single], abs=1e-5)
+
+
+class _Zero3StaysLive(TrainerCallback):
+    """What a GPU ZeRO-3 run leaves behind: accelerate's state keeps the trainer's DeepSpeed config, and so
+    transformers' global ZeRO-3 switch, alive after training ends."""
+
+    class Config:
+        def is_zero3(self):
+            return True
+
+    def __init__(self):
+        self.config = self.Config()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        hf_deepspeed.set_hf_deepspeed_config(self.config)
+
+
+def test_the_whole_policy_scores_after_a_sharded_pass_with_zero3_left_on(monkeypatch, tmp_path, tokenizer):
+    """On an H200 the second iteration's scoring failed: TRL's fused head read the switch and treated the
+    whole policy's weights as ZeRO-3 partitioned. After a sharded pass the switch must be off."""
+    monkeypatch.setattr(distributed, "shards_parameters", lambda: True)
+    live = _Zero3StaysLive()
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    try:
+        policy = build_tiny_llama(tokenizer, seed=3)
+        train_pass(policy, tokenizer, pair_rows(tokenizer, 8), TrainConfig(batch_size=4, grad_accum=1),
+                   get_daa("dpo"), epochs=1, iteration=1, metrics_path=tmp_path / "m.jsonl", callbacks=[live])
+        assert not hf_deepspeed.is_deepspeed_zero3_enabled()
+        row = pair_rows(tokenizer, 1)[0]
+        logps = sequence_logps(policy, [(row["prompt_ids"], row["chosen_ids"])])
+        assert np.isfinite(logps).all()
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved

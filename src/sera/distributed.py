@@ -8,8 +8,9 @@ A single process is the degenerate case: every function below is then a no-op.
 
 Engines that shard the parameters themselves (DeepSpeed ZeRO-3, FSDP) train a copy of the policy;
 after each pass its full weights are gathered into the whole policy every rank keeps for scoring
-and sampling (:func:`sera.training.train_pass`, :func:`broadcast_module`). That path has not yet
-been run on GPUs, so it is opt-in: `SERA_EXPERIMENTAL_SHARDED=1`.
+and sampling (:func:`sera.training.train_pass`, :func:`broadcast_module`). That path has run on one
+GPU (FSDP and ZeRO-3 selected what a plain run selects) but not yet across several, so it is opt-in:
+`SERA_EXPERIMENTAL_SHARDED=1`.
 """
 
 from __future__ import annotations
@@ -136,6 +137,16 @@ def whole_model_loading() -> Iterator[None]:
             os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = saved_loading
 
 
+def end_sharded_pass() -> None:
+    """Turn transformers' global ZeRO-3 switch off once a sharded pass is over. The trainer's arguments turn it
+    on, and accelerate's state keeps it on; but the models SeRA then scores, samples and saves are whole, and
+    code that reads the switch (TRL's fused LM head, `generate`) would treat their weights as partitioned
+    (on a GPU: `'Parameter' object has no attribute 'ds_status'`). The next pass's arguments turn it on again."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    hf_deepspeed.unset_hf_deepspeed_config()
+
+
 def _check_sharded_engine() -> None:
     """FSDP and ZeRO-3 run only when opted into, and ZeRO-3 only when it can hand back whole weights."""
     from sera.errors import SeraInputError
@@ -146,7 +157,7 @@ def _check_sharded_engine() -> None:
     if os.environ.get(EXPERIMENTAL_SHARDED, "") != "1":
         raise SeraInputError(
             f"{engine} shards the parameters SeRA scores and samples with. sera trains a copy under it and gathers "
-            f"the weights back after each pass, but that path has not yet been run on GPUs: set "
+            f"the weights back after each pass; that path has run on one GPU but not yet across several: set "
             f"{EXPERIMENTAL_SHARDED}=1 to use it, or use DDP or DeepSpeed ZeRO-2 (examples/accelerate/).")
     if engine == "DeepSpeed ZeRO-3" and not _zero3_gathers_weights():
         raise SeraInputError(

@@ -214,6 +214,7 @@ def train_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows:
             gather.finish()
             trainer.accelerator.free_memory()  # the sharded copy, its optimizer and engine go before SeRA samples
             trainer = gather.trainer = None
+            distributed.end_sharded_pass()
             _empty_caches()
     if not math.isfinite(loss):
         raise SeraRuntimeError(f"iteration {iteration}: training loss is {loss}; stopping "
