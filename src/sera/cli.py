@@ -81,6 +81,8 @@ def train(
     seed: Optional[int] = typer.Option(None, help=h("seed")),
     scoring_batch_size: Optional[int] = typer.Option(None, help=h("scoring_batch_size")),
     generation_batch_size: Optional[int] = typer.Option(None, help=h("generation_batch_size")),
+    generation_backend: Optional[str] = typer.Option(None, help=h("generation_backend")),
+    vllm_gpu_memory_utilization: Optional[float] = typer.Option(None, help=h("vllm_gpu_memory_utilization")),
     dtype: Optional[str] = typer.Option(None, help=h("dtype")),
     trust_remote_code: Optional[bool] = typer.Option(None, "--trust-remote-code", help=h("trust_remote_code")),
     skip_invalid: Optional[bool] = typer.Option(None, "--skip-invalid", help=h("skip_invalid")),

@@ -141,6 +141,12 @@ class TrainConfig:
     # Engine
     scoring_batch_size: int = _opt(16, "Sequences per forward pass when scoring log-probs.")
     generation_batch_size: int = _opt(32, "Sequences per `generate` call when bootstrapping.")
+    generation_backend: str = _opt("hf", "Sampling engine: `hf` (batched Hugging Face `generate`, CPU or GPU) or "
+                                         "`vllm` (a vLLM engine in this process, started once; before each sampling "
+                                         "the policy's current weights are pushed into it, no restart). vllm: one "
+                                         "GPU process, full fine-tuning, `pip install 'sera[vllm]'`.", ("hf", "vllm"))
+    vllm_gpu_memory_utilization: float = _opt(0.3, "generation_backend=vllm: share of the GPU's memory vLLM may "
+                                                   "take (the policy, its optimizer and the scorer need the rest).")
     dtype: str = _opt("auto", "Model dtype: auto (bf16 on a capable GPU, fp32 on CPU), float32, bfloat16, float16.")
     trust_remote_code: bool = _opt(False, "Allow model code from the hub to run (off unless you trust the source).")
 
@@ -183,6 +189,9 @@ class TrainConfig:
                "drop --lora-r or choose another selection mode")
         _check(self.lr_schedule == "per-iteration" or self.lr_scheduler_type in ("cosine", "linear", "constant"),
                "--lr-schedule run supports --lr-scheduler-type cosine, linear or constant")
+        _check(0.0 < self.vllm_gpu_memory_utilization < 1.0, "--vllm-gpu-memory-utilization must be in (0, 1)")
+        _check(self.generation_backend != "vllm" or self.lora_r is None,
+               "--generation-backend vllm samples from full weights; with --lora-r use the hf backend")
         _check(0.0 <= self.validation_ratio < 0.5, "--validation-ratio must be in [0, 0.5)")
         _check(0.0 < self.offline_quota <= 1.0 and 0.0 < self.generated_quota <= 1.0,
                "--offline-quota and --generated-quota must be in (0, 1]")

@@ -1,13 +1,13 @@
 """Sampling with vLLM (extra `[vllm]`, GPU only), weights refreshed from the policy in place.
 
-SeRA samples N responses per prompt from the current iterate at every iteration. With vLLM the
-engine is started once, on a copy of the SFT model, and before each iteration's sampling the
-policy's current weights are pushed into it (`refresh`): no restart, no checkpoint reload. This
-is the same mechanism as TRL's colocated vLLM generation (`trl/generation/vllm_generation.py`):
-`model_runner.model.load_weights([(name, tensor)])` on the in-process driver worker, then the
-prefix cache is reset. A LoRA policy is merged for the push and unmerged afterwards.
+SeRA samples N responses per prompt from the current iterate at every iteration (`sera train
+--generation-backend vllm`). With vLLM the engine is started once, on a copy of the SFT model, and
+before each later sampling the policy's current weights are pushed into it (`refresh`): no restart,
+no checkpoint reload. This is the same mechanism as TRL's colocated vLLM generation
+(`trl/generation/vllm_generation.py`): `model_runner.model.load_weights([(name, tensor)])` on the
+in-process driver worker, then the prefix cache is reset. A LoRA policy is merged for the push and unmerged afterwards.
 
-UNTESTED here: this project's machines have no GPU and vLLM is not installed; the benchmark
+UNTESTED here: vLLM is on none of this project's machines (GPU ones included); the benchmark
 (`benchmarks/perf.py --gpu-part`) runs it where both are present and records the result.
 Without vLLM or CUDA, constructing :class:`VLLMGenerator` raises :class:`SeraInputError`.
 """

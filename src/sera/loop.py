@@ -109,7 +109,10 @@ class SeraRun:
             if distributed.is_main():
                 console.print("[yellow]experimental:[/] parameter-sharding engine: each pass trains a sharded copy and "
                               "gathers its weights back into the whole policy (docs/scale.md)", highlight=False)
+        if config.generation_backend == "vllm":
+            _check_vllm_can_run()
         self.config = config
+        self._vllm = None  # the vLLM engine, started at the first sampling (generation_backend=vllm)
         self.started = time.perf_counter()
         self.dir = RunDirectory(config.output_dir)
         self._prepare_output_dir(resume)
@@ -236,6 +239,8 @@ class SeraRun:
             "seconds_total": time.perf_counter() - self.started + self._seconds_before,
         }
         write_json(self.dir.summary, summary)
+        if self._vllm is not None:
+            self._vllm.close()
         return summary
 
     # -- training -----------------------------------------------------------------------------
@@ -376,10 +381,25 @@ class SeraRun:
     def _generate(self, prompt_ids: list[list[int]], params: SamplingParams, *, seed: int, description: str):
         """Sample from the policy; in a multi-process run each rank samples its share of the prompts."""
         mine = distributed.shard(len(prompt_ids))
-        samples = generate_completions(self.policy, self.tokenizer, [prompt_ids[i] for i in mine], params,
-                                       batch_size=self.config.generation_batch_size,
-                                       seed=seed + 7919 * distributed.rank(), description=description)
+        seed = seed + 7919 * distributed.rank()
+        if self.config.generation_backend == "vllm":
+            samples = self._vllm_engine().generate([prompt_ids[i] for i in mine], params, seed=seed)
+        else:
+            samples = generate_completions(self.policy, self.tokenizer, [prompt_ids[i] for i in mine], params,
+                                           batch_size=self.config.generation_batch_size, seed=seed,
+                                           description=description)
         return distributed.gather(mine, samples, len(prompt_ids))
+
+    def _vllm_engine(self):
+        """The vLLM engine, started once; it samples from the policy's current weights, pushed in each time."""
+        if self._vllm is None:
+            from sera.generation_vllm import VLLMGenerator
+
+            self._vllm = VLLMGenerator(self.policy, self.tokenizer, seed=self.config.seed,
+                                       gpu_memory_utilization=self.config.vllm_gpu_memory_utilization)
+        else:
+            self._vllm.refresh(self.policy)
+        return self._vllm
 
     def _guard_score(self, t: int, responses, review: dict) -> float | None:
         guard = self.config.guard
@@ -588,6 +608,17 @@ def _kept_stats(pool: list[Example], keep: np.ndarray) -> dict:
             "generated_share_kept": float(generated[keep].mean()) if keep.any() else None,
             "kept_chosen_tokens": _mean(chosen[keep]), "kept_rejected_tokens": _mean(rejected[keep]),
             "dropped_chosen_tokens": _mean(chosen[~keep]), "dropped_rejected_tokens": _mean(rejected[~keep])}
+
+
+def _check_vllm_can_run() -> None:
+    """Fail before any work is done when --generation-backend vllm cannot run here."""
+    from sera.generation_vllm import vllm_available
+
+    reason = vllm_available()
+    if reason is None and distributed.world_size() > 1:
+        reason = "it runs in one process; launch without accelerate/torchrun, or use the hf backend"
+    if reason:
+        raise SeraInputError(f"--generation-backend vllm: {reason}")
 
 
 def _distinct_prompts(examples: list[Example]) -> list:
