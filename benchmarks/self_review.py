@@ -93,6 +93,12 @@ PROBES: dict[str, dict] = {
     "no-review-run-carry": {"selection": False, "bootstrap": False, "lr_schedule": "run", "carry_optimizer": True},
     "crossfit+irm-guard-run-carry": {"selection_mode": "crossfit", "bootstrap": False, "guard": "irm",
                                      "lr_schedule": "run", "carry_optimizer": True},
+    # once the iterations are one optimiser run: the paper's loop, each labeller, gentle selection
+    "sera-run-carry": {"lr_schedule": "run", "carry_optimizer": True},
+    "likelihood-run-carry": {"bootstrap_labeller": "likelihood", "lr_schedule": "run", "carry_optimizer": True},
+    "oracle-run-carry": {"bootstrap_labeller": ORACLE, "lr_schedule": "run", "carry_optimizer": True},
+    "crossfit-k0.9-run-carry": {"selection_mode": "crossfit", "bootstrap": False, "selection_ratio": 0.9,
+                                "lr_schedule": "run", "carry_optimizer": True},
 }
 """Rows outside the default grid, run only when named in --rows (they never enter a full run's recommendation)."""
 GRID = {**ROWS, **COMBINATIONS}  # what a run without --rows runs, and where the recommended mode comes from
