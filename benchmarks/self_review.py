@@ -99,6 +99,11 @@ PROBES: dict[str, dict] = {
     "oracle-run-carry": {"bootstrap_labeller": ORACLE, "lr_schedule": "run", "carry_optimizer": True},
     "crossfit-k0.9-run-carry": {"selection_mode": "crossfit", "bootstrap": False, "selection_ratio": 0.9,
                                 "lr_schedule": "run", "carry_optimizer": True},
+    # bootstrapped pairs added to every offline pair, no selection: is selection what costs the labellers?
+    "oracle-no-selection-run-carry": {"bootstrap_labeller": ORACLE, "selection": False, "lr_schedule": "run",
+                                      "carry_optimizer": True},
+    "likelihood-no-selection-run-carry": {"bootstrap_labeller": "likelihood", "selection": False,
+                                          "lr_schedule": "run", "carry_optimizer": True},
 }
 """Rows outside the default grid, run only when named in --rows (they never enter a full run's recommendation)."""
 GRID = {**ROWS, **COMBINATIONS}  # what a run without --rows runs, and where the recommended mode comes from
