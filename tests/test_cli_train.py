@@ -164,3 +164,15 @@ def test_chat_format_pairs_run_end_to_end(tmp_path, tiny_model_dir, monkeypatch,
     generated = read_jsonl(out / "iter_2" / "generated.jsonl")
     assert generated and all(row["chosen"][0]["role"] == "assistant" for row in generated)
     assert isinstance(generated[0]["prompt"], list)
+
+
+def test_option_help_survives_rich_markup():
+    """`sera train --help` renders with rich, which swallows `[word]` as a style tag (e.g. `sera[vllm]`)."""
+    import dataclasses
+    import re
+
+    from sera.config import TrainConfig
+
+    swallowed = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)
+                 if re.search(r"\[[A-Za-z_/ ]+\]", f.metadata.get("help", ""))}
+    assert not swallowed

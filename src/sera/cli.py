@@ -126,7 +126,7 @@ def generate(
                                 "or a preference test split)."),
     output: Path = typer.Option(..., "--output", help="Where to write the responses (JSONL, or JSON with "
                                 "--format alpaca_eval)."),
-    backend: str = typer.Option("hf", help="`hf` (Hugging Face generate) or `vllm` (GPU, needs sera[vllm])."),
+    backend: str = typer.Option("hf", help="`hf` (Hugging Face generate) or `vllm` (GPU, needs the vllm extra of sera)."),
     num_samples: int = typer.Option(1, help="Responses per prompt."),
     temperature: float = typer.Option(0.7, help="Sampling temperature (0 = greedy)."),
     top_p: float = typer.Option(0.95, help="Nucleus sampling p."),

@@ -144,7 +144,7 @@ class TrainConfig:
     generation_backend: str = _opt("hf", "Sampling engine: `hf` (batched Hugging Face `generate`, CPU or GPU) or "
                                          "`vllm` (a vLLM engine in this process, started once; before each sampling "
                                          "the policy's current weights are pushed into it, no restart). vllm: one "
-                                         "GPU process, full fine-tuning, `pip install 'sera[vllm]'`.", ("hf", "vllm"))
+                                         "GPU process, full fine-tuning, the vllm extra of sera installed.", ("hf", "vllm"))
     vllm_gpu_memory_utilization: float = _opt(0.3, "generation_backend=vllm: share of the GPU's memory vLLM may "
                                                    "take (the policy, its optimizer and the scorer need the rest).")
     dtype: str = _opt("auto", "Model dtype: auto (bf16 on a capable GPU, fp32 on CPU), float32, bfloat16, float16.")
