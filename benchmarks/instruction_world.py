@@ -17,7 +17,9 @@ Rows (each one `sera train` run, DPO loss, same data, T, learning rate and batch
   sera          --method sera                                   the paper (K = 0.7, N = 4, gamma = 0.3)
   recommended   crossfit selection, no bootstrap, IRM guard      the first recommended preset
   gold          --bootstrap-labeller judge:gold:<gold reward>   the paper's loop with gold labels (a reference)
-  recommended-one-run  --preset recommended                     the preset now: the same as one optimiser run
+  recommended-one-run  the same + --lr-schedule run --carry-optimizer   the second recommended preset
+  likelihood-all-pairs --bootstrap-labeller likelihood --no-selection + one optimiser run (see docs/self-review.md)
+  preset        --preset recommended                            whatever the recommended preset is now
 
 beta: every row is trained at every --betas value on the first seed; per row, the beta whose model scores the
 highest mean gold on the VALIDATION prompts is kept, and the other seeds run at that beta only. The test
@@ -66,8 +68,13 @@ ROWS: dict[str, list[str]] = {
     # the recommended preset as it was when this benchmark first ran (pinned, so those runs stay reproducible)
     "recommended": ["--method", "sera", "--selection-mode", "crossfit", "--no-bootstrap", "--guard", "irm"],
     "gold": ["--method", "sera", "--bootstrap-labeller", f"judge:{GOLD}"],
-    # the preset as it is now: the same, trained as one optimiser run (--lr-schedule run --carry-optimizer)
-    "recommended-one-run": ["--preset", "recommended"],
+    # the second recommended preset: the same, trained as one optimiser run (pinned like the first)
+    "recommended-one-run": ["--method", "sera", "--selection-mode", "crossfit", "--no-bootstrap", "--guard", "irm",
+                            "--lr-schedule", "run", "--carry-optimizer"],
+    # every offline pair plus pairs of the policy's own samples labelled by its likelihood, one optimiser run
+    "likelihood-all-pairs": ["--method", "sera", "--bootstrap-labeller", "likelihood", "--no-selection",
+                             "--lr-schedule", "run", "--carry-optimizer"],
+    "preset": ["--preset", "recommended"],  # whatever the recommended preset is now
 }
 
 SIZES = {

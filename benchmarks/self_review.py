@@ -104,6 +104,9 @@ PROBES: dict[str, dict] = {
                                       "carry_optimizer": True},
     "likelihood-no-selection-run-carry": {"bootstrap_labeller": "likelihood", "selection": False,
                                           "lr_schedule": "run", "carry_optimizer": True},
+    "sera-no-selection-run-carry": {"selection": False, "lr_schedule": "run", "carry_optimizer": True},
+    "likelihood-no-selection-irm-guard-run-carry": {"bootstrap_labeller": "likelihood", "selection": False,
+                                                    "guard": "irm", "lr_schedule": "run", "carry_optimizer": True},
 }
 """Rows outside the default grid, run only when named in --rows (they never enter a full run's recommendation)."""
 GRID = {**ROWS, **COMBINATIONS}  # what a run without --rows runs, and where the recommended mode comes from

@@ -71,6 +71,6 @@ def test_train_flag_preset_reaches_the_run(tmp_path, tiny_model_dir, pairs_file,
 def test_the_recommended_self_review_preset():
     """Chosen by the evidence of docs/self-review.md; beta stays the user's (or the default)."""
     config = resolve_config(None, BASE, preset="recommended")
-    assert (config.method, config.selection_mode, config.bootstrap, config.guard, config.lr_schedule,
-            config.carry_optimizer) == ("sera", "crossfit", False, "irm", "run", True)
+    assert (config.method, config.selection, config.bootstrap, config.bootstrap_labeller, config.guard,
+            config.lr_schedule, config.carry_optimizer) == ("sera", False, True, "likelihood", "none", "run", True)
     assert config.validation_ratio > 0 and config.beta == 0.1

@@ -280,7 +280,7 @@ def demo(
     variants: Optional[str] = typer.Option(None, "--variants", help="Extra SeRA variants to measure, comma-separated: "
                                                                     "selection-only, bootstrap-only, "
                                                                     "likelihood-labeller, offline-pool, no-ensemble, "
-                                                                    "no-review (control: both components off); "
+                                                                    "no-review (control: both components off), recommended (--preset recommended); "
                                                                     "and the baseline spa (DPO only)."),
 ) -> None:
     """Measure SeRA against its plain DAA in a synthetic world with a known gold reward (CPU, minutes)."""

@@ -33,6 +33,7 @@ import numpy as np
 
 from sera.errors import SeraInputError
 from sera.io import append_jsonl, read_jsonl, write_json
+from sera.presets import preset_values
 from sera.worlds import World, WorldConfig, build_world
 from sera.worlds.sorting import gold_reward
 
@@ -47,6 +48,8 @@ VARIANTS = {
     # both off: SeRA's T one-epoch passes (a fresh schedule each) on every pair -- the control that tells
     # what the iteration schedule alone costs or gains against the DAA's one T-epoch schedule
     "no-review": {"selection": False, "bootstrap": False},
+    # --preset recommended (docs/self-review.md), whatever it holds now
+    "recommended": {k: v for k, v in preset_values("recommended").items() if k not in ("method", "validation_ratio")},
 }
 """Opt-in SeRA variants (`--variants`), each a `sera train` option set; run as method `sera/<name>`."""
 BASELINES = {"spa": {"spa_seed_ratio": 0.1}}
