@@ -86,6 +86,9 @@ def test_warnings_fire_past_their_thresholds_only():
     loud = {"iteration": 2, "val_irm_accuracy": 0.5, "labeller_accuracy": 0.4, "displacement_corr": -0.6,
             "generated_share_kept": 0.8, "length_drift": 1.6}
     assert len(warnings_for(loud)) == 5
+    # the advice never suggests the labeller already in use
+    assert "labeller likelihood or" in " ".join(warnings_for(loud))
+    assert "labeller judge:<spec>, or --no-bootstrap" in " ".join(warnings_for(loud, labeller="likelihood"))
 
 
 def _train(tmp_path, tiny_model_dir, pairs_file, monkeypatch, capsys, *extra):

@@ -43,7 +43,8 @@ def mean_within_group_spearman(groups_a: list[np.ndarray], groups_b: list[np.nda
     return float(np.mean(values)) if values else None
 
 
-def warnings_for(entry: dict) -> list[str]:
+def warnings_for(entry: dict, labeller: str = "implicit") -> list[str]:
+    """The warnings one iteration's diagnostics raise; `labeller` (the bootstrap labeller in use) shapes advice."""
     t, found = entry["iteration"], []
     value = entry.get("val_irm_accuracy")
     if value is not None and t >= 1 and value < THRESHOLDS["val_irm_accuracy"]:
@@ -51,8 +52,9 @@ def warnings_for(entry: dict) -> list[str]:
                      "labels (near chance): its margins say little about unseen data")
     value = entry.get("labeller_accuracy")
     if value is not None and value < THRESHOLDS["labeller_accuracy"]:
+        other = "judge:<spec>, or --no-bootstrap" if labeller == "likelihood" else "likelihood or judge:<spec>"
         found.append(f"iteration {t}: the bootstrap labeller agrees with only {value:.0%} of held-out labels; "
-                     "the pairs it builds next may be mislabelled (try --bootstrap-labeller likelihood or judge:...)")
+                     f"the pairs it builds next may be mislabelled (try --bootstrap-labeller {other})")
     value = entry.get("displacement_corr")
     if value is not None and value < THRESHOLDS["displacement_corr"]:
         found.append(f"iteration {t}: implicit reward and reference likelihood of samples correlate at {value:+.2f} "
@@ -60,7 +62,7 @@ def warnings_for(entry: dict) -> list[str]:
     value = entry.get("generated_share_kept")
     if value is not None and value > THRESHOLDS["generated_share_kept"]:
         found.append(f"iteration {t}: {value:.0%} of kept pairs are bootstrapped (their margins are >= 0 by "
-                     "construction); consider --selection-mode quota")
+                     "construction) and displace offline pairs; consider --no-selection (docs/self-review.md)")
     value = entry.get("length_drift")
     if value is not None and not THRESHOLDS["length_drift_low"] <= value <= THRESHOLDS["length_drift_high"]:
         found.append(f"iteration {t}: held-out responses are {value:.2f}x the SFT model's length")

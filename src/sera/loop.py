@@ -531,7 +531,7 @@ class SeraRun:
         entry["seconds_reviewing"] = time.perf_counter() - review_start
         for key in ("seconds_scoring", "seconds_generating"):
             entry.setdefault(key, 0.0)
-        for warning in warnings_for(entry):
+        for warning in warnings_for(entry, labeller=self.config.bootstrap_labeller):
             console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
             self.warnings.append(warning)
         self.iterations.append(entry)
