@@ -33,9 +33,11 @@ def test_bad_options_are_input_errors(tmp_path, kwargs, message):
 def test_option_defaults_quick_and_full(tmp_path):
     quick = DemoOptions(output_dir=str(tmp_path), quick=True).resolve()
     assert (quick.daa, quick.seeds, quick.noise_sweep) == ("dpo", [1], [])
+    assert quick.methods == ["daa", "sera", "sera/recommended"]  # the preset beside the paper, unless told
+    assert DemoOptions(output_dir=str(tmp_path), quick=True, variants="").resolve().methods == ["daa", "sera"]
     full = DemoOptions(output_dir=str(tmp_path)).resolve()
     assert full.daa == "dpo,ipo,slic,simpo" and full.seeds == [1, 2, 3]
-    assert full.noise_sweep == [0.0, 0.2, 0.4] and full.betas == [0.05, 0.2, 1.0]
+    assert full.noise_sweep == [0.0, 0.2, 0.4] and full.betas == [0.05, 0.2, 1.0] and full.variants == []
     with_variants = DemoOptions(output_dir=str(tmp_path), quick=True, variants="selection-only").resolve()
     assert with_variants.methods == ["daa", "sera", "sera/selection-only"]
     assert parse_daas("all") == ["dpo", "ipo", "slic", "simpo"] and parse_daas("ipo,dpo") == ["ipo", "dpo"]
@@ -78,9 +80,10 @@ def test_tiny_demo_end_to_end(tmp_path):
     assert saved["table"] == results["table"]
     assert {p for p in saved["plots"]} == {"gold_per_iteration.png", "irm_histogram.png"}
     assert all((out / p).stat().st_size > 0 for p in saved["plots"])
-    assert [(r["method"], r["daa"]) for r in saved["table"]] == [("sft", "-"), ("daa", "dpo"), ("sera", "dpo")]
-    assert len(saved["runs"]) == 2  # DAA and SeRA on the first seed's world
-    assert set(saved["beta"]) == {"daa-dpo", "sera-dpo"}
+    assert [(r["method"], r["daa"]) for r in saved["table"]] == [("sft", "-"), ("daa", "dpo"), ("sera", "dpo"),
+                                                                ("sera/recommended", "dpo")]
+    assert len(saved["runs"]) == 3  # DAA, SeRA and the recommended preset on the first seed's world
+    assert set(saved["beta"]) == {"daa-dpo", "sera-dpo", "sera/recommended-dpo"}
     for run in saved["runs"]:
         assert 0.0 <= run["test"]["gold"] <= 1.0 and 0.0 <= run["test"]["win_rate_vs_sft"] <= 1.0
         assert [p["iteration"] for p in run["per_iteration"]] == [1, 2]

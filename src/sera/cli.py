@@ -260,8 +260,9 @@ def presets() -> None:
 @app.command()
 def demo(
     output_dir: Path = typer.Option(..., "--output-dir", help="Where the worlds, runs, results.json and plots go."),
-    quick: bool = typer.Option(False, "--quick", help="One seed, DPO only, no noise sweep: a few minutes on a "
-                                                      "2-core CPU. Without it: the full benchmark."),
+    quick: bool = typer.Option(False, "--quick", help="One seed, DPO only, no noise sweep, with the recommended "
+                                                      "preset beside the paper's SeRA: a few minutes on a 2-core "
+                                                      "CPU. Without it: the full benchmark."),
     daa: Optional[str] = typer.Option(None, "--daa", help="dpo, ipo, slic, simpo, all, or a comma-separated list "
                                                           "(default: dpo with --quick, all otherwise)."),
     noise: float = typer.Option(0.3, "--noise", help="Share of offline labels the annotator flips."),
@@ -280,7 +281,8 @@ def demo(
     variants: Optional[str] = typer.Option(None, "--variants", help="Extra SeRA variants to measure, comma-separated: "
                                                                     "selection-only, bootstrap-only, "
                                                                     "likelihood-labeller, offline-pool, no-ensemble, "
-                                                                    "no-review (control: both components off), recommended (--preset recommended); "
+                                                                    "no-review (control: both components off), recommended (--preset recommended; "
+                                                                    "the quick demo's default, \"\" for none); "
                                                                     "and the baseline spa (DPO only)."),
 ) -> None:
     """Measure SeRA against its plain DAA in a synthetic world with a known gold reward (CPU, minutes)."""

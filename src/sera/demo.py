@@ -51,7 +51,9 @@ VARIANTS = {
     # --preset recommended (docs/self-review.md), whatever it holds now
     "recommended": {k: v for k, v in preset_values("recommended").items() if k not in ("method", "validation_ratio")},
 }
-"""Opt-in SeRA variants (`--variants`), each a `sera train` option set; run as method `sera/<name>`."""
+"""SeRA variants (`--variants`), each a `sera train` option set; run as method `sera/<name>`."""
+QUICK_VARIANTS = ("recommended",)
+"""What the quick demo runs beside DPO and the paper's SeRA unless `--variants` says otherwise ("" for none)."""
 BASELINES = {"spa": {"spa_seed_ratio": 0.1}}
 """Opt-in baselines (`--variants spa`; docs/baselines.md), run as method `<name>` with these options; DPO only.
 SPA's seed is 10% of the prompts (its paper: 3.3%) so that it spans several optimiser steps in the world."""
@@ -106,8 +108,8 @@ class DemoOptions:
                 raise SeraInputError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
         if any(not 0.0 <= n <= 1.0 for n in sweep):
             raise SeraInputError("--noise-sweep: every noise rate must be in [0, 1]")
-        variants = [v.strip() for v in (self.variants.split(",") if isinstance(self.variants, str)
-                                        else self.variants or []) if v.strip()]
+        asked = self.variants if self.variants is not None else (list(QUICK_VARIANTS) if self.quick else [])
+        variants = [v.strip() for v in (asked.split(",") if isinstance(asked, str) else asked) if v.strip()]
         unknown = [v for v in variants if v not in VARIANTS and v not in BASELINES]
         if unknown:
             raise SeraInputError(f"--variants: {', '.join(unknown)} not one of {', '.join([*VARIANTS, *BASELINES])}")
