@@ -81,7 +81,7 @@ def main() -> None:
                         help="comma-separated, in order: dpo, sera, sera-flipped, dpo-flipped; the baselines and "
                         "ablations of docs/baselines.md: spa, sera-selection-only, sera-bootstrap-only, "
                         "sera-no-ensemble (each also with -flipped); `baselines` = all four (curri-dpo needs rated "
-                        "responses, which HH-RLHF does not have)")
+                        "responses, which HH-RLHF does not have); recommended (--preset recommended)")
     parser.add_argument("--spa-seed-ratio", type=float, default=0.1,
                         help="spa: share of the training prompts whose labels seed it (SPA: 0.033 of UltraFeedback; "
                         "0.1 here so that the seed takes at least 2 optimiser steps at the full size)")
@@ -294,6 +294,8 @@ def stage_method(stage: str, args) -> tuple[str, list[str]]:
         return "spa", ["--spa-seed-ratio", str(args.spa_seed_ratio)]
     if base.startswith("sera-") and base[len("sera-"):] in ("selection-only", "bootstrap-only", "no-ensemble"):
         return "sera", ["--ablation", base[len("sera-"):]]
+    if base == "recommended":  # --preset recommended (docs/self-review.md §4); the flags above override it
+        return "sera", ["--preset", "recommended"]
     raise SystemExit(f"--stages: unknown stage {stage!r}")
 
 
