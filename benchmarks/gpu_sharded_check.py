@@ -110,7 +110,6 @@ def main() -> None:
                                    "max_margin_gap": gap, "log_tail": (work / f"{engine}.log").read_text()[-1500:]}
         print(f"{engine}: exit {code}, same selection as plain: {same}, max margin gap {gap}", flush=True)
         write(results, args.output)
-    write(results, args.output)
     print(f"results: {args.output}")
 
 

@@ -555,13 +555,13 @@ class SeraRun:
         self._sft_review, self._crossfit = state["sft_review"], state["crossfit"]
         self._guard_scores = {int(k): v for k, v in state["guard_scores"].items()}
         self._lr_schedule = state.get("lr_schedule", self._lr_schedule)
-        if self.config.carry_optimizer and self.completed and self.config.method != "daa":
-            self._optimizer_state = load_optimizer_state(self.dir.optimizer)
         self._seconds_before = state["seconds"]
         if self.completed and self.config.method != "daa":
             self.policy = self._load_base(adapter=self.dir.model(self.completed)) if self.config.lora_r \
                 else self._load(self.completed)
             self.bank.hold(self.completed, self.policy)
+            if self.config.carry_optimizer:
+                self._optimizer_state = load_optimizer_state(self.dir.optimizer)
         append_jsonl(self.dir.metrics, {"event": "resumed", "after_iteration": self.completed})
         console.print(f"resuming {self.dir.root} after iteration {self.completed}", highlight=False)
 
