@@ -43,6 +43,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, tiny_model_dir, pairs
     process.wait()
     assert json.loads(state.read_text())["completed"] == 1  # killed during iteration 2
     assert not (killed / "summary.json").exists()
+    assert json.loads((killed / ".sera.lock").read_text())["pid"] == process.pid  # the dead holder's lock file stays
 
     result = subprocess.run([sys.executable, "-m", "sera.cli", "train", "--resume", str(killed)], env=env,
                             capture_output=True, text=True, timeout=600)

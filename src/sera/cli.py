@@ -6,6 +6,7 @@ Errors the user can fix (SeraInputError) exit with code 2 and one clear line; ru
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from typing import Optional
@@ -197,6 +198,67 @@ def report(run_dir: Path = typer.Argument(..., help="A `sera train` output direc
 
 
 @app.command()
+def score(
+    model: str = typer.Option(..., "--model", help="The policy whose implicit reward scores the pairs (a folder, a hub "
+                              "id or a .gguf file); with --crossfit, the SFT model the fold models start from."),
+    dataset: str = typer.Option(..., "--dataset", help="Preference data, any input `sera train` reads: a .jsonl/"
+                                ".json/.parquet file, a save_to_disk folder or a hub id."),
+    output: Path = typer.Option(..., "--output", help="The scored rows: .jsonl or .parquet (by suffix). Beside it: "
+                                "<stem>.summary.json and <stem>.histogram.png."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="The reference policy (the SFT model) of "
+                                            "--model; needed by dpo, ipo and slic unless --crossfit."),
+    daa: str = typer.Option("dpo", "--daa", help="Whose implicit reward: dpo, ipo, slic or simpo (reference-free, "
+                            "length-normalised); the reward the DAA's own loss uses."),
+    beta: float = typer.Option(0.1, help=h("beta")),
+    simpo_margin: float = typer.Option(0.0, help=h("simpo_margin")),
+    crossfit: Optional[int] = typer.Option(None, "--crossfit", help="Out-of-fold margins: train K fold models from "
+                                           "--model (the SFT model, also the reference), one epoch each on the other "
+                                           "folds, and score each pair with the one that never saw it."),
+    keep_ratio: Optional[float] = typer.Option(None, "--keep-ratio", help="Share of pairs to keep, largest margins "
+                                               "first (with --filtered-output)."),
+    filtered_output: Optional[Path] = typer.Option(None, "--filtered-output", help="Where the kept pairs go (.jsonl "
+                                                   "or .parquet), as a file `sera train --dataset` reads unchanged."),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="A boolean column of the data (e.g. "
+                                               "known flipped labels): the summary adds the AUC of a low margin for "
+                                               "flagging its true rows."),
+    max_length: int = typer.Option(1024, help=h("max_length")),
+    scoring_batch_size: int = typer.Option(16, help=h("scoring_batch_size")),
+    dataset_format: str = typer.Option("auto", help=h("dataset_format")),
+    dataset_split: Optional[str] = typer.Option(None, help=h("dataset_split")),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help=h("skip_invalid")),
+    seed: int = typer.Option(42, help=h("seed")),
+    dtype: str = typer.Option("auto", help=h("dtype")),
+    gguf_file: Optional[str] = typer.Option(None, help=h("gguf_file")),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=h("trust_remote_code")),
+    learning_rate: Optional[float] = typer.Option(None, help="--crossfit fold models: " + h("learning_rate")),
+    batch_size: Optional[int] = typer.Option(None, help="--crossfit fold models: " + h("batch_size")),
+    grad_accum: Optional[int] = typer.Option(None, help="--crossfit fold models: " + h("grad_accum")),
+    lr_scheduler_type: Optional[str] = typer.Option(None, help="--crossfit fold models: " + h("lr_scheduler_type")),
+    warmup_ratio: Optional[float] = typer.Option(None, help="--crossfit fold models: " + h("warmup_ratio")),
+    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
+                                                          help="--crossfit fold models: " + h("gradient_checkpointing")),
+    logging_steps: Optional[int] = typer.Option(None, help="--crossfit fold models: " + h("logging_steps")),
+) -> None:
+    """Audit a preference dataset: every pair's implicit reward margin, its rank, a summary and a histogram."""
+    from sera.audit import TRAIN_OPTIONS, score_dataset, summary_lines
+
+    options = locals()
+    train_options = {name: options[name] for name in TRAIN_OPTIONS}
+    given = sorted(name for name, value in train_options.items() if value is not None)
+    if given and crossfit is None:
+        raise SeraInputError(f"--{', --'.join(n.replace('_', '-') for n in given)}: training options apply to "
+                             "--crossfit only")
+    result = score_dataset(model, dataset, output, reference=reference, daa=daa, beta=beta, simpo_margin=simpo_margin,
+                           crossfit=crossfit, keep_ratio=keep_ratio, filtered_output=filtered_output,
+                           label_column=label_column, max_length=max_length, scoring_batch_size=scoring_batch_size,
+                           dataset_format=dataset_format, dataset_split=dataset_split, skip_invalid=skip_invalid,
+                           seed=seed, dtype=dtype, gguf_file=gguf_file, trust_remote_code=trust_remote_code,
+                           train_options=train_options)
+    for line in summary_lines(result.summary):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command()
 def sft(
     model: str = typer.Option(..., "--model", help="Base model: a local directory, a hub id, or a .gguf file."),
     dataset: str = typer.Option(..., "--dataset", help="SFT data: `messages` (chat, e.g. UltraChat-200K) or "
@@ -216,6 +278,9 @@ def sft(
     warmup_ratio: float = typer.Option(0.1, help="Share of steps spent warming up the learning rate."),
     max_samples: Optional[int] = typer.Option(None, help="Use only the first N examples."),
     logging_steps: int = typer.Option(10, help="Log every this many optimiser steps."),
+    report_to: str = typer.Option("none", help="Experiment tracker(s), as transformers' report_to: none, tensorboard, "
+                                  "wandb, trackio, mlflow, all, or a comma-separated list; output under "
+                                  "--output-dir (docs/tracking.md)."),  # [tracking hook]
     seed: int = typer.Option(42, help="Random seed."),
     dtype: str = typer.Option("auto", help=h("dtype")),
     gguf_file: Optional[str] = typer.Option(None, help=h("gguf_file")),

@@ -136,6 +136,11 @@ class TrainConfig:
                                  "pairs whose prompt alone is this long are skipped and counted.")
     gradient_checkpointing: bool = _opt(False, "Trade compute for memory in training.")
     logging_steps: int = _opt(10, "Log training metrics every this many optimiser steps.")
+    report_to: str = _opt("none", "Experiment tracker(s) for the whole run (transformers' report_to): `none`, "
+                                  "`tensorboard`, `wandb`, `trackio`, `mlflow`, `all` (every one of these installed) "
+                                  "or a comma-separated list. One tracker run per `sera train` run: the trainers' logs "
+                                  "at run-wide steps, each iteration's record under sera/, IRM histograms; output "
+                                  "under the run directory (docs/tracking.md). Each is an extra: sera[wandb].")
     seed: int = _opt(42, "Seed for shuffling, sampling and subset choice.")
 
     # Engine
@@ -187,6 +192,11 @@ class TrainConfig:
         _check(self.lora_r is None or getattr(self, "selection_mode", None) != "crossfit",
                "--selection-mode crossfit needs full fine-tuning (it trains fresh copies of the SFT model); "
                "drop --lora-r or choose another selection mode")
+        from transformers import SchedulerType
+
+        _check(self.lr_scheduler_type in {kind.value for kind in SchedulerType},
+               f"--lr-scheduler-type {self.lr_scheduler_type!r}: not one of transformers' schedules "
+               f"({', '.join(kind.value for kind in SchedulerType)})")
         _check(self.lr_schedule == "per-iteration" or self.lr_scheduler_type in ("cosine", "linear", "constant"),
                "--lr-schedule run supports --lr-scheduler-type cosine, linear or constant")
         _check(0.0 < self.vllm_gpu_memory_utilization < 1.0, "--vllm-gpu-memory-utilization must be in (0, 1)")
@@ -208,6 +218,7 @@ class TrainConfig:
                f"--ablation {self.ablation}: contradicted by --selection/--bootstrap/--ensemble-gamma")
         _check_spec(self.bootstrap_labeller, ("implicit", "likelihood"), ("blend:", "judge:"), "--bootstrap-labeller")
         _check_spec(self.guard, ("none", "irm"), ("judge:",), "--guard")
+        __import__("sera.tracking").tracking.check_trackers(self.report_to)  # [tracking hook] exit 2 if not installed
         if self.guard != "none" and self.validation_ratio == 0:
             raise SeraInputError("--guard needs held-out pairs: set --validation-ratio > 0")
         return self
@@ -276,11 +287,23 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise SeraInputError(f"{path}: cannot read recipe ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise SeraInputError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     except yaml.YAMLError as exc:
-        raise SeraInputError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
+        raise SeraInputError(yaml_error_line(path, exc)) from exc
+    if not isinstance(data, dict) or not all(isinstance(key, str) for key in data):
         raise SeraInputError(f"{path}: a recipe must be a mapping of option: value")
     return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def yaml_error_line(path: str | Path, exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message (with a source excerpt and a caret) as one line: file:line:column: what was
+    expected, and where in the structure (1-based line and column, as editors count)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")
 
 
 def _flag(name: str) -> str:

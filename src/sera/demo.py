@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sera import run_lock
 from sera.errors import SeraInputError
 from sera.io import append_jsonl, read_jsonl, write_json
 from sera.presets import preset_values
@@ -346,14 +347,14 @@ def run_demo(options: DemoOptions, *, log=print) -> dict:
 
     options = options.resolve()
     out = Path(options.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "runs.jsonl").unlink(missing_ok=True)
-    threads = torch.get_num_threads()
-    _single_thread()
-    try:
-        return _run_demo(options, out, log)
-    finally:
-        torch.set_num_threads(threads)
+    with run_lock.hold(out):
+        (out / "runs.jsonl").unlink(missing_ok=True)
+        threads = torch.get_num_threads()
+        _single_thread()
+        try:
+            return _run_demo(options, out, log)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _run_demo(options: DemoOptions, out: Path, log) -> dict:

@@ -67,6 +67,15 @@ def gather(indices: list[int], values: list[Any], count: int) -> list[Any]:
     return result
 
 
+def broadcast_object(value: Any) -> Any:
+    """Rank 0's `value`, on every rank (picklable objects; the value itself in a one-process run)."""
+    if world_size() == 1:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()

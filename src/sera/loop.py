@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from transformers import TrainerCallback, set_seed
 
-from sera import distributed
+from sera import distributed, run_lock
 from sera.baselines import BASELINES_ON_PREVIOUS_REFERENCE
 from sera.baselines import steps as baseline_steps
 from sera.bootstrap import as_response, make_pairs
@@ -45,6 +45,7 @@ from sera.scoring import LogProbBank, sequence_logps
 from sera.selection import select_top_k, selection_size
 from sera.tokenization import PairTokenizer, TokenizedPair
 from sera.training import RunSchedule, optimiser_steps, train_pass
+from sera import model_card, tracking  # [tracking/model card hooks]
 
 
 def run(config: TrainConfig, resume: bool = False) -> dict:
@@ -52,6 +53,11 @@ def run(config: TrainConfig, resume: bool = False) -> dict:
 
     With `resume`, continue a run in `config.output_dir` after its last completed iteration.
     """
+    with run_lock.hold(config.output_dir, "--resume" if resume else "--output-dir"):  # one process per directory
+        return _run(config, resume)
+
+
+def _run(config: TrainConfig, resume: bool) -> dict:
     if config.method in BASELINES_ON_PREVIOUS_REFERENCE:
         config = dataclasses.replace(config, reference="previous")
     run = SeraRun(config, resume=resume)
@@ -152,6 +158,8 @@ class SeraRun:
             self._restore(json.loads(self.dir.state.read_text(encoding="utf-8")))
         else:
             self._sft_review = self._review_iterate(0) if self.validation else {}
+        self.tracker = tracking.start(config, self.dir.root, iterations=self.iterations, warnings=self.warnings,
+                                      sft_review=self._sft_review)  # [tracking hook] one tracker run for the run
 
     # -- the steps of Algorithm 1 -------------------------------------------------------------
 
@@ -239,6 +247,8 @@ class SeraRun:
             "seconds_total": time.perf_counter() - self.started + self._seconds_before,
         }
         write_json(self.dir.summary, summary)
+        model_card.write_model_card(self.dir.final_model / "README.md", summary, self.config.to_dict())  # [model card hook]
+        self.tracker.close(summary)  # [tracking hook]
         if self._vllm is not None:
             self._vllm.close()
         return summary
@@ -265,7 +275,8 @@ class SeraRun:
         self._current["seconds_scoring"] = self._current.get("seconds_scoring", 0.0) + (
             self.bank.seconds - scoring_before)
         return train_pass(model, self.tokenizer, rows, self.config, self.daa, epochs=epochs, iteration=iteration,
-                          metrics_path=self.dir.metrics, callbacks=list(callbacks), schedule=schedule,
+                          metrics_path=self.dir.metrics, schedule=schedule,
+                          callbacks=[*callbacks, *self.tracker.callbacks(iteration)],  # [tracking hook]
                           optimizer_state=optimizer_state, carry_optimizer=carry_optimizer)
 
     def _training_rows(self, examples: list[Example], reference: int) -> list[dict]:
@@ -535,6 +546,7 @@ class SeraRun:
             console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
             self.warnings.append(warning)
         self.iterations.append(entry)
+        self.tracker.log_iteration(entry, self.warnings)  # [tracking hook] at the run-wide step where t ended
         append_jsonl(self.dir.metrics, {"event": "iteration_end", **entry})
         self._current = {}
         self.completed = t

@@ -133,6 +133,7 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, direc
             _save_adapter(peft_model, adapter, tmp)
         tokenizer.save_pretrained(tmp)
         if directory.exists():
+            _keep_lock(directory, tmp)
             shutil.rmtree(directory)
         os.replace(tmp, directory)
     except OSError as exc:
@@ -141,6 +142,15 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, direc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _keep_lock(directory: Path, replacement: Path) -> None:
+    """A held run lock (`sera sft` saves into the directory it locked) moves into the replacement: the same
+    file, so the lock stays held across the swap (sera.run_lock)."""
+    from sera.run_lock import LOCK_NAME
+
+    if (directory / LOCK_NAME).exists():
+        os.replace(directory / LOCK_NAME, replacement / LOCK_NAME)
 
 
 # -- LoRA ------------------------------------------------------------------------------------------

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import SchedulerType
 
+from sera import run_lock
 from sera.errors import SeraInputError, SeraRuntimeError
 from sera.io import write_json
 
@@ -129,15 +131,25 @@ def _is_message(message: Any) -> bool:
 
 def run_sft(options: SFTOptions) -> dict:
     """Fine-tune `options.model` on the dataset and save it (atomically) to `options.output_dir`."""
+    _validate(options)
+    out = Path(options.output_dir)
+    _check_new_output_dir(out)  # before locking, so a finished model's directory is left as it is
+    with run_lock.hold(out):
+        _check_new_output_dir(out)  # again under the lock: another `sera sft` may have just finished there
+        return _run_sft(options, out)
+
+
+def _check_new_output_dir(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(p.name != run_lock.LOCK_NAME for p in out.iterdir())):
+        raise SeraInputError(f"--output-dir {out}: exists and is not empty; choose a new directory")
+
+
+def _run_sft(options: SFTOptions, out: Path) -> dict:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     from sera.models import load_model, load_tokenizer, lora_config, save_model
 
-    _validate(options)
-    out = Path(options.output_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise SeraInputError(f"--output-dir {out}: exists and is not empty; choose a new directory")
     start = time.perf_counter()
     data = load_sft_rows(options.dataset, split=options.dataset_split, skip_invalid=options.skip_invalid,
                          max_samples=options.max_samples)
@@ -191,6 +203,10 @@ def run_sft(options: SFTOptions) -> dict:
     return summary
 
 
+_SCHEDULERS = tuple(kind.value for kind in SchedulerType)
+"""transformers' learning-rate schedules, checked before any work (the trainer would fail only after loading)."""
+
+
 def _validate(options: SFTOptions) -> None:
     checks = [
         (options.learning_rate > 0, "--learning-rate must be positive"),
@@ -200,6 +216,8 @@ def _validate(options: SFTOptions) -> None:
         (options.max_samples is None or options.max_samples >= 1, "--max-samples must be at least 1"),
         (0.0 <= options.warmup_ratio < 1.0, "--warmup-ratio must be in [0, 1)"),
         (options.lora_r is None or options.lora_r >= 1, "--lora-r must be at least 1"),
+        (options.lr_scheduler_type in _SCHEDULERS, f"--lr-scheduler-type {options.lr_scheduler_type!r}: choose "
+                                                   f"one of {', '.join(_SCHEDULERS)}"),
     ]
     for ok, message in checks:
         if not ok:
