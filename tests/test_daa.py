@@ -14,6 +14,7 @@ from sera.scoring import sequence_logps
 from sera.tokenization import PairTokenizer
 from sera.training import SeraDPOTrainer, dpo_config
 from tests.conftest import make_pairs
+from tests.devices import tolerance, trainer_device
 
 BETA, SIMPO_MARGIN = 0.5, 0.3
 
@@ -35,7 +36,10 @@ def closed_form_loss(daa: str, margin: torch.Tensor) -> torch.Tensor:
 def test_scorer_margin_is_the_margin_the_trainer_loss_sees(tmp_path, tokenizer, daa_name):
     daa = get_daa(daa_name)
     reference = build_tiny_llama(tokenizer, seed=0)
-    policy = build_tiny_llama(tokenizer, seed=1)
+    # the policy is scored where the trainer will compute its loss: TRL moves it to cuda when a GPU is visible
+    # (and it is scored before the trainer is built, as in a run: TRL's fused head goes on last)
+    device = trainer_device()
+    policy = build_tiny_llama(tokenizer, seed=1).to(device)
     pair_tokenizer = PairTokenizer(tokenizer, max_length=64)
     tokens = [pair_tokenizer.pair(PreferencePair(r["id"], r["prompt"], r["chosen"], r["rejected"]))
               for r in make_pairs(4)]
@@ -56,13 +60,15 @@ def test_scorer_margin_is_the_margin_the_trainer_loss_sees(tmp_path, tokenizer, 
     config = TrainConfig(beta=BETA, simpo_margin=SIMPO_MARGIN, batch_size=1, grad_accum=1)
     trainer = SeraDPOTrainer(model=policy, args=dpo_config(config, daa, 1, str(tmp_path)),
                              train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    assert next(policy.parameters()).device == trainer.args.device == device  # where TRL put it
+    close = tolerance(device, rtol=1e-4, atol=1e-5)
     policy.eval()
     for index, row in enumerate(rows):
-        batch = trainer.data_collator([row])
+        batch = trainer._prepare_inputs(trainer.data_collator([row]))  # onto the trainer's device, as in training
         with torch.no_grad():
             loss = trainer.compute_loss(policy, batch)
         expected = closed_form_loss(daa_name, torch.tensor(margin[index]))
-        assert loss.item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-5), (daa_name, index)
+        assert loss.item() == pytest.approx(expected.item(), rel=close["rtol"], abs=close["atol"]), (daa_name, index)
     assert np.abs(margin).max() > 1e-3  # the check is not vacuous: the two models disagree
 
 

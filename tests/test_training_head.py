@@ -17,7 +17,10 @@ def test_compact_head_keeps_loss_and_gradients(tmp_path, tokenizer):
     trainer = SeraDPOTrainer(model=model, args=dpo_config(TrainConfig(batch_size=4, grad_accum=1), get_daa("dpo"), 1,
                                                           str(tmp_path)),
                              train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
-    batch = trainer.data_collator(rows)
+    # `compact_lm_head` changes TRL's head on devices without Triton only (on CUDA TRL is compact already and the
+    # context does nothing), so this is a CPU check: with a GPU visible TRL moved the model to cuda; move it back.
+    model.to("cpu")
+    batch = trainer.data_collator(rows)  # on the CPU
 
     def loss_and_grads(compact: bool):
         model.zero_grad()
