@@ -309,7 +309,9 @@ def _save_adapter(peft_model, adapter: str, directory: Path) -> None:
 
 def _save_merged(peft_model, adapter: str | None, directory: Path) -> None:
     """The base weights plus `scale * B @ A` of `adapter` (none: the base alone), computed without
-    touching the policy, saved as a plain model."""
+    touching the policy, saved as a plain model. Each weight is rounded to the base's dtype once, after the
+    sum, as PEFT's own merge does: in bf16 a merged save then loads to exactly the weights of the adapter folder
+    loaded onto its base (:func:`load_model`)."""
     base = peft_model.get_base_model()
     deltas = {}
     if adapter is not None:
@@ -321,8 +323,8 @@ def _save_merged(peft_model, adapter: str | None, directory: Path) -> None:
         for key, tensor in base.state_dict().items():
             if ".lora_" in key or ".lora_magnitude_vector" in key:
                 continue
-            if key in deltas:
-                tensor = (tensor + deltas[key].to(tensor.dtype)).contiguous()
+            if key in deltas:  # one rounding to the base's dtype, as PEFT's merge: fp32 adapter on bf16 weights
+                tensor = (tensor + deltas[key]).to(tensor.dtype).contiguous()
             state[key.replace(".base_layer.", ".")] = tensor
     base.save_pretrained(directory, state_dict=state, safe_serialization=True)
 

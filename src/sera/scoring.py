@@ -84,7 +84,7 @@ def sequence_logps(model: PreTrainedModel, sequences: list[Sequence], *, batch_s
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    with compact_lm_head(device) if compact_head else _nothing():
+    with compact_lm_head(device) if compact_head else _nothing(), _own_forward(model):
         if share_prompts and _can_share_prompts(model):
             result = _score_shared_prompts(model, sequences, batch_size, description, device)
         else:
@@ -183,6 +183,27 @@ def _pack(batch, sequences: list[Sequence], pad_id: int, dtype: torch.dtype):
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
+
+
+@contextmanager
+def _own_forward(model) -> Iterator[None]:
+    """Score through the model's own forward, in its own dtypes. A trainer run in mixed precision (`bf16`: on a
+    GPU with `--dtype auto`) leaves accelerate's autocast wrapper on the model it trained (`forward`, the
+    original kept as `_original_forward`), and nothing removes it. Scored through it, the iterate in memory
+    would get other log-probs than the same weights loaded from disk (a resumed run, the SFT model, an older
+    iterate): with LoRA its fp32 adapter would run in bf16. The wrapper is set aside while scoring."""
+    from sera.models import AdapterView
+
+    module = model.peft_model if isinstance(model, AdapterView) else model
+    original, wrapped = module.__dict__.get("_original_forward"), module.__dict__.get("forward")
+    if original is None or wrapped is None:
+        yield
+        return
+    module.forward = original
+    try:
+        yield
+    finally:
+        module.forward = wrapped
 
 
 def _score_sorted(model, sequences: list[Sequence], batch_size: int, description: str,
