@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
 from sera.errors import SeraInputError
+from sera.io import JSON_ERRORS, has_lone_surrogate, json_error, preview, read_utf8, undecodable_column
 
 Text = Union[str, list[dict[str, Any]]]
 REQUIRED = ("prompt", "chosen", "rejected")
@@ -44,7 +47,7 @@ class LoadedPairs:
     """Extra per-pair fields a format provides, by pair id (ultrafeedback `all`: rating_gap and ratings)."""
 
 
-def load_pairs(source: str, *, split: str | None = None, skip_invalid: bool = False,
+def load_pairs(source: str | Iterable[Any], *, split: str | None = None, skip_invalid: bool = False,
                dataset_format: str = "auto", seed: int = 0,
                ultrafeedback_pairs: str = "best-vs-random") -> LoadedPairs:
     """Read and validate a preference dataset from a local file, a `save_to_disk` folder or the hub.
@@ -57,7 +60,10 @@ def load_pairs(source: str, *, split: str | None = None, skip_invalid: bool = Fa
 
     if dataset_format not in FORMATS:
         raise SeraInputError(f"--dataset-format: {dataset_format!r} is not one of {', '.join(FORMATS)}")
-    rows = _read_rows(source, split, dataset_format)
+    if isinstance(source, (str, Path)):
+        rows = _read_rows(source, split, dataset_format)
+    else:  # rows in memory (SeraTrainer's train_dataset: a datasets.Dataset or a list of dicts)
+        rows, source = list(enumerate(source, start=1)), "train_dataset"
     loaded = LoadedPairs(pairs=[], format=dataset_format)
     convert = None if dataset_format == "auto" else converter(dataset_format, seed=seed,
                                                                  ultrafeedback_pairs=ultrafeedback_pairs)
@@ -65,15 +71,17 @@ def load_pairs(source: str, *, split: str | None = None, skip_invalid: bool = Fa
     for line, row in rows:
         loaded.rows_read += 1
         where = f"{source}, row {line}"
-        if convert is None and isinstance(row, dict):
-            loaded.format = _detect(row, where, detect_format)
-            convert = converter(loaded.format, seed=seed, ultrafeedback_pairs=ultrafeedback_pairs)
         try:
+            if convert is None and isinstance(row, dict):  # a row that cannot be detected is invalid, like any other
+                loaded.format = _detect(row, where, detect_format)
+                convert = converter(loaded.format, seed=seed, ultrafeedback_pairs=ultrafeedback_pairs)
             if isinstance(row, dict) and convert is not None:
                 converted = convert(row, str(loaded.rows_read - 1), where)
             else:
                 converted = [row]
             parsed = [(_parse_row(r, default_id=str(loaded.rows_read - 1), where=where), r) for r in converted]
+            for pair, _ in parsed:
+                _check_unicode(pair, row, where)
         except SkipRow as skip:
             loaded.skipped[skip.reason] += 1
             continue
@@ -84,7 +92,7 @@ def load_pairs(source: str, *, split: str | None = None, skip_invalid: bool = Fa
             continue
         for pair, raw in parsed:
             if pair.id in seen_ids:
-                raise SeraInputError(f"{where}: field 'id': {pair.id!r} repeats row {seen_ids[pair.id]} "
+                raise SeraInputError(f"{where}: field 'id': {preview(pair.id)} repeats row {seen_ids[pair.id]} "
                                      "(ids must be unique)")
             seen_ids[pair.id] = line
             reason = degenerate_reason(pair)
@@ -164,10 +172,15 @@ def _read_rows(source: str, split: str | None, dataset_format: str = "auto") -> 
     return _read_hub(source, split, dataset_format)
 
 
+_GZIP_ERRORS = (OSError, EOFError, zlib.error)
+"""What reading a damaged file raises (zlib.error: a corrupt .gz stream)."""
+
+
 def _open_text(path: Path):
+    """Lines of text; a byte that is not UTF-8 stays in its line (as a surrogate escape) for that row to report."""
     if path.suffix.lower() == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape")
+    return open(path, encoding="utf-8", errors="surrogateescape")
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
@@ -177,23 +190,27 @@ def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
+                column = undecodable_column(line)
+                if column is not None:
+                    rows.append((number, _Malformed(f"not valid UTF-8 (a byte at column {column})")))
+                    continue
                 try:
                     rows.append((number, json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    rows.append((number, _Malformed(f"malformed JSON ({exc.msg} at column {exc.colno})")))
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
+                except JSON_ERRORS as exc:
+                    rows.append((number, _Malformed(f"malformed JSON ({json_error(exc)})")))
+    except _GZIP_ERRORS as exc:
         raise SeraInputError(f"{path}: cannot read ({exc})") from exc
     return rows
 
 
 def _read_json(path: Path) -> list[tuple[int, Any]]:
     try:
-        with _open_text(path) as handle:
-            data = json.loads(handle.read())
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        text = read_utf8(path, gzip.open if path.suffix.lower() == ".gz" else open)
+        data = json.loads(text)
+    except _GZIP_ERRORS as exc:
         raise SeraInputError(f"{path}: cannot read ({exc})") from exc
-    except json.JSONDecodeError as exc:
-        raise SeraInputError(f"{path}: malformed JSON at line {exc.lineno}: {exc.msg}") from exc
+    except JSON_ERRORS as exc:
+        raise SeraInputError(f"{path}: malformed JSON ({json_error(exc)})") from exc
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
@@ -205,10 +222,10 @@ def _read_parquet(path: Path) -> list[tuple[int, Any]]:
     try:
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
+        rows = pq.read_table(path).to_pylist()  # a damaged file can fail as late as decoding its strings
     except Exception as exc:
-        raise SeraInputError(f"{path}: cannot read parquet ({exc})") from exc
-    return [(index + 1, row) for index, row in enumerate(table.to_pylist())]
+        raise SeraInputError(f"{path}: cannot read parquet ({_first_line(exc)})") from exc
+    return [(index + 1, row) for index, row in enumerate(rows)]
 
 
 def _read_hub(name: str, split: str | None, dataset_format: str = "auto") -> list[tuple[int, Any]]:
@@ -242,7 +259,10 @@ def _read_saved(path: Path, split: str | None, dataset_format: str) -> list[tupl
         elif split not in names:
             raise SeraInputError(f"{path}: no split {split!r} (available: {', '.join(names)})")
         data = data[split]
-    return [(index + 1, row) for index, row in enumerate(data)]
+    try:
+        return [(index + 1, row) for index, row in enumerate(data)]  # rows are decoded (and can fail) only here
+    except Exception as exc:
+        raise SeraInputError(f"{path}: cannot read the saved dataset ({_first_line(exc)})") from exc
 
 
 def _pick_split(names: list[str], dataset_format: str) -> str:
@@ -283,6 +303,30 @@ def _parse_row(row: Any, *, default_id: str, where: str) -> PreferencePair:
     if not isinstance(row_id, (str, int)) or isinstance(row_id, bool):
         raise SeraInputError(f"{where}: field 'id' must be a string or an integer")
     return PreferencePair(id=str(row_id), prompt=row["prompt"], chosen=row["chosen"], rejected=row["rejected"])
+
+
+def _check_unicode(pair: PreferencePair, row: Any, where: str) -> None:
+    """Refuse text with a lone surrogate (JSON's "\\ud800" escapes decode to one): no tokenizer or UTF-8 file
+    takes it. The message names the field of the row as read (before a format's conversion)."""
+    texts = [pair.id]
+    for value in (pair.prompt, pair.chosen, pair.rejected):
+        texts.extend([value] if isinstance(value, str) else [t for m in value for t in (m["role"], m["content"])])
+    if any(has_lone_surrogate(text) for text in texts):
+        raise SeraInputError(f"{where}: field {_surrogate_field(row) or 'id'!r} holds a lone surrogate "
+                             "(an unpaired \\ud800-\\udfff escape), which is not valid Unicode")
+
+
+def _surrogate_field(value: Any, name: str = "") -> str | None:
+    """The path (`completions[1].response`) of the first string in `value` with a lone surrogate, or None."""
+    if isinstance(value, str):
+        return name if has_lone_surrogate(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        path = f"{name}[{key}]" if isinstance(key, int) else f"{name}.{key}" if name else str(key)
+        found = _surrogate_field(item, path)
+        if found is not None:
+            return found
+    return None
 
 
 def _check_text(value: Any, where: str, name: str) -> bool:

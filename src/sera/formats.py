@@ -25,11 +25,13 @@ raises :class:`SkipRow` with a reason; `load_pairs` counts it under that reason 
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from typing import Any, Callable
 
 from sera.errors import SeraInputError
+from sera.io import preview
 
 FORMATS = ("auto", "pairs", "hh-rlhf", "ultrafeedback-binarized", "ultrafeedback", "tldr")
 ULTRAFEEDBACK_PAIRS = ("best-vs-random", "all")
@@ -72,7 +74,7 @@ def detect_format(row: Any, where: str) -> str:
         if "prompt" in keys:
             return "pairs"
     raise SeraInputError(
-        f"{where}: cannot detect the dataset format from its columns ({', '.join(sorted(map(str, keys)))}); "
+        f"{where}: cannot detect the dataset format from its columns ({_columns(keys)}); "
         "expected prompt/chosen/rejected (pairs), chosen/rejected transcripts (hh-rlhf), "
         "instruction/completions (ultrafeedback) or info/summaries/choice (tldr); "
         "name it with --dataset-format")
@@ -198,7 +200,8 @@ def ultrafeedback(row: dict, default_id: str, where: str, *, seed: int = 0) -> d
     if not lower:
         raise SkipRow("ultrafeedback_all_ratings_tied")
     row_id = str(_row_id(row, default_id))
-    rng = random.Random(f"{seed}:{row_id}")
+    # seeded by the bytes str seeds hash to (the same draw), which a lone surrogate in the id cannot break
+    rng = random.Random(f"{seed}:{row_id}".encode("utf-8", "surrogatepass"))
     return {"id": row_id, "prompt": [{"role": "user", "content": row["instruction"]}],
             "chosen": [{"role": "assistant", "content": top[0]}],
             "rejected": [{"role": "assistant", "content": rng.choice(lower)}]}
@@ -236,9 +239,11 @@ def _rating(completion: dict) -> float | None:
         for aspect in annotations.values():
             rating = aspect.get("Rating") if isinstance(aspect, dict) else None
             try:
-                values.append(float(rating))
-            except (TypeError, ValueError):
+                value = float(rating)
+            except (TypeError, ValueError, OverflowError):
                 continue  # "N/A" ratings are not counted
+            if math.isfinite(value):
+                values.append(value)
         if values:
             return sum(values) / len(values)
     score = completion.get("overall_score")
@@ -261,8 +266,11 @@ def tldr(row: dict, default_id: str, where: str) -> dict:
     if not (isinstance(summaries, list) and len(summaries) == 2
             and all(isinstance(s, dict) and isinstance(s.get("text"), str) for s in summaries)):
         raise SeraInputError(f"{where}: field 'summaries' must be two objects with a 'text' string")
-    if choice not in (0, 1) or isinstance(choice, bool):
+    if not isinstance(choice, int) or isinstance(choice, bool) or choice not in (0, 1):
         raise SeraInputError(f"{where}: field 'choice' must be 0 or 1")
+    for name in ("title", "subreddit"):
+        if info.get(name) is not None and not isinstance(info[name], str):
+            raise SeraInputError(f"{where}: field 'info.{name}' must be a string")
     post = info.get("post", info.get("article")).strip()
     parts = []
     if info.get("subreddit"):
@@ -284,6 +292,13 @@ def _require(row: dict, names: tuple[str, ...], where: str) -> None:
             raise SeraInputError(f"{where}: field {name!r} is missing")
 
 
+def _columns(keys: set) -> str:
+    """Column names for a message: quoted and cut short, at most ten (a name can hold a line break)."""
+    names = sorted(map(str, keys))
+    return ", ".join(preview(name, 40) for name in names[:10]) + (f", ... ({len(names)} columns)" if len(names) > 10
+                                                                   else "")
+
+
 def _row_id(row: dict, default_id: str) -> Any:
     return row.get("id", default_id)
 
@@ -298,4 +313,10 @@ def _message(message: dict) -> dict:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    """A finite rating: not a bool, NaN, an infinity, or an integer beyond a float's range."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 import yaml
 
 from sera import distributed
-from sera.errors import SeraRuntimeError
+from sera.errors import SeraInputError, SeraRuntimeError
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -110,6 +110,57 @@ def append_jsonl(path: Path, row: dict) -> None:
 def read_jsonl(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+# -- reading user files: what is wrong, said in words (the loaders add file, row and field) ----------------
+
+JSON_ERRORS = (ValueError, RecursionError)
+"""What `json.loads` raises on bad text: JSONDecodeError, ValueError (an integer over Python's 4,300-digit
+limit) and RecursionError (nesting deeper than the interpreter's stack)."""
+
+
+def json_error(exc: BaseException) -> str:
+    """Why `json.loads` refused a text (one of :data:`JSON_ERRORS`), in a few words."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return "a number with too many digits"
+
+
+def read_utf8(path: Path, opener: Callable[..., BinaryIO] = open) -> str:
+    """The whole text of a UTF-8 file; a byte that is not UTF-8 is a SeraInputError naming its line."""
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SeraInputError(f"{path}: line {line} is not valid UTF-8 (byte 0x{data[exc.start]:02x})") from exc
+
+
+def preview(value: Any, limit: int = 60) -> str:
+    """`repr(value)`, cut to `limit` characters: a value quoted in a message keeps it one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def undecodable_column(line: str) -> int | None:
+    """In a line read with `errors="surrogateescape"`: the column of its first byte that was not UTF-8, or None."""
+    return _lone_surrogate_at(line)
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """True for a string no UTF-8 file or tokenizer accepts: JSON's "\\ud800"-style escapes decode to one."""
+    return _lone_surrogate_at(text) is not None
+
+
+def _lone_surrogate_at(text: str) -> int | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start + 1
+    return None
 
 
 def _jsonable(obj: Any) -> Any:
