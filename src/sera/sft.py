@@ -22,6 +22,7 @@ import torch
 from transformers import SchedulerType
 
 from sera import run_lock
+from sera import tracking  # [tracking hook]
 from sera.errors import SeraInputError, SeraRuntimeError
 from sera.io import write_json
 
@@ -56,6 +57,7 @@ class SFTOptions:
     lora_alpha: float | None = None
     lora_dropout: float = 0.0
     lora_target_modules: str | None = None
+    report_to: str = "none"  # [tracking hook] transformers' report_to (sera.tracking.sft_args)
 
 
 @dataclass
@@ -167,16 +169,16 @@ def _run_sft(options: SFTOptions, out: Path) -> dict:
                                   options.lora_target_modules)
     use_bf16 = options.dtype in ("bfloat16", "bf16") or (
         options.dtype == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    with tempfile.TemporaryDirectory(prefix="sera-sft-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="sera-sft-") as scratch, tracking.sft_environment(out, options.report_to):
         args = SFTConfig(
             output_dir=scratch, num_train_epochs=options.epochs, max_steps=options.max_steps,
             per_device_train_batch_size=options.batch_size, gradient_accumulation_steps=options.grad_accum,
             learning_rate=options.learning_rate, lr_scheduler_type=options.lr_scheduler_type,
             warmup_steps=options.warmup_ratio, max_length=options.max_length,
             gradient_checkpointing=options.gradient_checkpointing, bf16=use_bf16, fp16=False,
-            logging_steps=options.logging_steps, save_strategy="no", report_to=[], seed=options.seed,
+            logging_steps=options.logging_steps, save_strategy="no", seed=options.seed,
             data_seed=options.seed, dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
-            packing=False, disable_tqdm=False,
+            packing=False, disable_tqdm=False, **tracking.sft_args(out, options.report_to),  # [tracking hook]
         )
         try:
             trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(data.rows),
@@ -192,6 +194,7 @@ def _run_sft(options: SFTOptions, out: Path) -> dict:
         trained = trained.merge_and_unload()
     trained.eval()
     save_model(trained, tokenizer, out)
+    tracking.sft_collect(out)  # [tracking hook] the tracker output, staged beside OUT, moves into it
     summary = {
         "model": options.model, "dataset": options.dataset, "data_kind": data.kind,
         "rows_read": data.rows_read, "examples": len(data.rows), "skipped": dict(data.skipped),
@@ -222,3 +225,4 @@ def _validate(options: SFTOptions) -> None:
     for ok, message in checks:
         if not ok:
             raise SeraInputError(message)
+    tracking.check_trackers(options.report_to)  # [tracking hook] exit 2, before any work
