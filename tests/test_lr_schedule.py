@@ -47,7 +47,7 @@ def test_iterations_restart_the_schedule_or_follow_one(schedule, tmp_path, tiny_
         assert rates[3][-1] < 0.1 * peak  # and ends near zero
     else:
         assert max(rates[2]) > 2 * rates[1][-1] and max(rates[3]) > 2 * rates[2][-1]  # each iteration climbs again
-    assert json.loads((out / "state.json").read_text())["lr_schedule"]["steps_done"] == 12
+    assert json.loads((out / "state.json").read_text())["lr_steps_done"] == 12
 
 
 def test_run_schedule_needs_a_known_decay(tmp_path, tiny_model_dir, pairs_file, monkeypatch, capsys):
@@ -57,28 +57,55 @@ def test_run_schedule_needs_a_known_decay(tmp_path, tiny_model_dir, pairs_file, 
     assert code == 2 and "--lr-schedule run supports" in output
 
 
-def test_carried_optimizer_state_goes_on_counting(tokenizer, tmp_path):
+def test_the_runs_optimizer_goes_on_counting_through_optimizers_argument(tokenizer, tmp_path):
     from sera.config import TrainConfig
     from sera.daa import get_daa
     from sera.models import build_tiny_llama
-    from sera.training import train_pass
+    from sera.training import build_optimizer, dpo_config, train_pass
     from tests.conftest import pair_rows
 
     rows = pair_rows(tokenizer, 8)
     policy = build_tiny_llama(tokenizer, seed=3)
     config = TrainConfig(batch_size=4, grad_accum=1, learning_rate=1e-2)
+    optimizer = build_optimizer(policy, dpo_config(config, get_daa("dpo"), 1, str(tmp_path)))
 
-    def one_pass(state):
-        return train_pass(policy, tokenizer, rows, config, get_daa("dpo"), epochs=1, iteration=1,
-                          metrics_path=tmp_path / "m.jsonl", optimizer_state=state, carry_optimizer=True)
+    def one_pass(optimizer):
+        train_pass(policy, tokenizer, rows, config, get_daa("dpo"), epochs=1, iteration=1,
+                   metrics_path=tmp_path / "m.jsonl", optimizer=optimizer)
 
-    def adam_steps(result) -> float:
-        return float(next(iter(result.optimizer_state["state"].values()))["step"])
+    def adam_steps() -> float:
+        return float(next(iter(optimizer.state_dict()["state"].values()))["step"])
 
-    first = one_pass(None)
-    assert adam_steps(first) == 2.0
-    assert adam_steps(one_pass(first.optimizer_state)) == 4.0  # went on from the first pass's Adam state
-    assert adam_steps(one_pass(None)) == 2.0
+    one_pass(optimizer)
+    assert adam_steps() == 2.0
+    one_pass(optimizer)
+    assert adam_steps() == 4.0  # the second trainer went on from the first one's Adam state
+    one_pass(None)
+    assert adam_steps() == 4.0  # a pass without it starts (and keeps) its own
+
+
+def test_build_optimizer_groups_parameters_as_the_trainer_does(tokenizer, tmp_path):
+    """SeRA builds the optimizer it hands to each trainer: it must be the one the Trainer would build. If
+    transformers changes its optimizer choice or its weight-decay grouping, this names the difference."""
+    from datasets import Dataset
+    from transformers import Trainer
+
+    from sera.config import TrainConfig
+    from sera.daa import get_daa
+    from sera.models import build_tiny_llama
+    from sera.training import build_optimizer, dpo_config
+
+    policy = build_tiny_llama(tokenizer, seed=3)
+    args = dpo_config(TrainConfig(learning_rate=1e-2), get_daa("dpo"), 1, str(tmp_path))
+    args.weight_decay = 0.1
+    ours = build_optimizer(policy, args)
+    trainer = Trainer(model=policy, args=args, train_dataset=Dataset.from_list([{"x": 1}]))
+    theirs = trainer.create_optimizer()
+    assert type(ours) is type(theirs), f"Trainer now builds {type(theirs).__name__}, sera {type(ours).__name__}"
+    ours_groups = [({id(p) for p in g["params"]}, g["weight_decay"]) for g in ours.param_groups]
+    theirs_groups = [({id(p) for p in g["params"]}, g["weight_decay"]) for g in theirs.param_groups]
+    assert ours_groups == theirs_groups, "transformers' Trainer groups parameters for weight decay differently now"
+    assert ours.defaults == theirs.defaults
 
 
 def test_optimizer_state_round_trips_through_safetensors(tmp_path):

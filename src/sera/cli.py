@@ -9,16 +9,40 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape  # a message's own [brackets] (sera[vllm], a file name) are text
 
+from sera.config import RUN, TrainConfig
 from sera.config import option_help as h
 from sera.errors import SeraInputError, SeraRuntimeError
 from sera.progress import console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="SeRA: Self-Reviewing and Alignment of LLMs using Implicit Reward Margins.")
+
+
+def _panel(name: str) -> str:
+    """The --help panel of an option, declared with its help text in sera.config."""
+    return TrainConfig.__dataclass_fields__[name].metadata["panel"]
+
+
+def _train_option(name: str, *flags: str) -> Any:
+    """An option of `sera train`: None unless given (so a recipe's or preset's value stands), with the help text
+    and panel declared in sera.config."""
+    return typer.Option(None, *flags, help=h(name), rich_help_panel=_panel(name))
+
+
+# One model-loading vocabulary, declared once: train, sft, generate, score and eval (for an rm: judge's model) take
+# these options with the same help. No default is shown: each command gives its own (None in train: the recipe's).
+Dtype = Annotated[Optional[str], typer.Option("--dtype", help=h("dtype"), rich_help_panel=_panel("dtype"),
+                                              show_default=False)]
+GgufFile = Annotated[Optional[str], typer.Option("--gguf-file", help=h("gguf_file"),
+                                                 rich_help_panel=_panel("gguf_file"), show_default=False)]
+TrustRemoteCode = Annotated[Optional[bool], typer.Option("--trust-remote-code", help=h("trust_remote_code"),
+                                                         rich_help_panel=_panel("trust_remote_code"),
+                                                         show_default=False)]
 
 
 @app.callback()
@@ -28,82 +52,97 @@ def _group() -> None:
 
 @app.command()
 def train(
-    model: Optional[str] = typer.Option(None, "--model", help=h("model")),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help=h("dataset")),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help=h("output_dir")),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML recipe; flags override its values."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory after its "
-                                          "last completed iteration, with its own config.yaml (no other options)."),
-    dataset_split: Optional[str] = typer.Option(None, help=h("dataset_split")),
-    method: Optional[str] = typer.Option(None, help=h("method")),
-    ablation: Optional[str] = typer.Option(None, help=h("ablation")),
-    curri_order: Optional[str] = typer.Option(None, help=h("curri_order")),
-    spa_seed_ratio: Optional[float] = typer.Option(None, help=h("spa_seed_ratio")),
-    spa_confidence_threshold: Optional[float] = typer.Option(None, help=h("spa_confidence_threshold")),
-    spa_label_smoothing: Optional[float] = typer.Option(None, help=h("spa_label_smoothing")),
-    spa_smooth_lowest: Optional[float] = typer.Option(None, help=h("spa_smooth_lowest")),
-    daa: Optional[str] = typer.Option(None, help=h("daa")),
-    beta: Optional[float] = typer.Option(None, help=h("beta")),
-    simpo_margin: Optional[float] = typer.Option(None, help=h("simpo_margin")),
-    iterations: Optional[int] = typer.Option(None, help=h("iterations")),
-    selection_ratio: Optional[float] = typer.Option(None, help=h("selection_ratio")),
-    selection_count: Optional[int] = typer.Option(None, help=h("selection_count")),
-    ensemble_gamma: Optional[float] = typer.Option(None, help=h("ensemble_gamma")),
-    selection: Optional[bool] = typer.Option(None, "--selection/--no-selection", help=h("selection")),
-    bootstrap: Optional[bool] = typer.Option(None, "--bootstrap/--no-bootstrap", help=h("bootstrap")),
-    selection_pool: Optional[str] = typer.Option(None, help=h("selection_pool")),
-    reference: Optional[str] = typer.Option(None, help=h("reference")),
-    warmup: Optional[bool] = typer.Option(None, "--warmup/--no-warmup", help=h("warmup")),
-    bootstrap_labeller: Optional[str] = typer.Option(None, help=h("bootstrap_labeller")),
-    selection_mode: Optional[str] = typer.Option(None, help=h("selection_mode")),
-    offline_quota: Optional[float] = typer.Option(None, help=h("offline_quota")),
-    generated_quota: Optional[float] = typer.Option(None, help=h("generated_quota")),
-    crossfit_folds: Optional[int] = typer.Option(None, help=h("crossfit_folds")),
-    validation_ratio: Optional[float] = typer.Option(None, help=h("validation_ratio")),
-    max_validation_pairs: Optional[int] = typer.Option(None, help=h("max_validation_pairs")),
-    guard: Optional[str] = typer.Option(None, help=h("guard")),
-    num_samples: Optional[int] = typer.Option(None, help=h("num_samples")),
-    temperature: Optional[float] = typer.Option(None, help=h("temperature")),
-    top_p: Optional[float] = typer.Option(None, help=h("top_p")),
-    max_new_tokens: Optional[int] = typer.Option(None, help=h("max_new_tokens")),
-    max_bootstrap_prompts: Optional[int] = typer.Option(None, help=h("max_bootstrap_prompts")),
-    learning_rate: Optional[float] = typer.Option(None, help=h("learning_rate")),
-    batch_size: Optional[int] = typer.Option(None, help=h("batch_size")),
-    grad_accum: Optional[int] = typer.Option(None, help=h("grad_accum")),
-    lr_scheduler_type: Optional[str] = typer.Option(None, help=h("lr_scheduler_type")),
-    warmup_ratio: Optional[float] = typer.Option(None, help=h("warmup_ratio")),
-    lr_schedule: Optional[str] = typer.Option(None, help=h("lr_schedule")),
-    carry_optimizer: Optional[bool] = typer.Option(None, "--carry-optimizer/--no-carry-optimizer",
-                                                   help=h("carry_optimizer")),
-    max_length: Optional[int] = typer.Option(None, help=h("max_length")),
-    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
-                                                          help=h("gradient_checkpointing")),
-    logging_steps: Optional[int] = typer.Option(None, help=h("logging_steps")),
-    seed: Optional[int] = typer.Option(None, help=h("seed")),
-    scoring_batch_size: Optional[int] = typer.Option(None, help=h("scoring_batch_size")),
-    generation_batch_size: Optional[int] = typer.Option(None, help=h("generation_batch_size")),
-    generation_backend: Optional[str] = typer.Option(None, help=h("generation_backend")),
-    vllm_gpu_memory_utilization: Optional[float] = typer.Option(None, help=h("vllm_gpu_memory_utilization")),
-    dtype: Optional[str] = typer.Option(None, help=h("dtype")),
-    trust_remote_code: Optional[bool] = typer.Option(None, "--trust-remote-code", help=h("trust_remote_code")),
-    skip_invalid: Optional[bool] = typer.Option(None, "--skip-invalid", help=h("skip_invalid")),
-    dataset_format: Optional[str] = typer.Option(None, help=h("dataset_format")),
-    gguf_file: Optional[str] = typer.Option(None, help=h("gguf_file")),
-    lora_r: Optional[int] = typer.Option(None, help=h("lora_r")),
-    lora_alpha: Optional[float] = typer.Option(None, help=h("lora_alpha")),
-    lora_dropout: Optional[float] = typer.Option(None, help=h("lora_dropout")),
-    lora_target_modules: Optional[str] = typer.Option(None, help=h("lora_target_modules")),
-    merge: Optional[bool] = typer.Option(None, "--merge", help=h("merge")),
+    # Run
+    model: Optional[str] = _train_option("model", "--model"),
+    dataset: Optional[str] = _train_option("dataset", "--dataset"),
+    output_dir: Optional[Path] = _train_option("output_dir", "--output-dir"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML recipe; flags override its values.",
+                                          rich_help_panel=RUN),
     preset: Optional[str] = typer.Option(None, "--preset", help="The paper's Table 4 settings (`sera presets` lists "
-                                         "them); --config and flags override it. You still name the model."),
+                                         "them); --config and flags override it. You still name the model.",
+                                         rich_help_panel=RUN),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory after its "
+                                          "last completed iteration, with its own config.yaml (no other options).",
+                                          rich_help_panel=RUN),
+    seed: Optional[int] = _train_option("seed"),
+    # Data
+    dataset_split: Optional[str] = _train_option("dataset_split"),
+    dataset_format: Optional[str] = _train_option("dataset_format"),
+    max_length: Optional[int] = _train_option("max_length"),
+    skip_invalid: Optional[bool] = _train_option("skip_invalid", "--skip-invalid"),
+    # Model loading: the options sft, generate, score and eval (rm: judge) share
+    dtype: Dtype = None,
+    gguf_file: GgufFile = None,
+    trust_remote_code: TrustRemoteCode = None,
+    # The paper's algorithm
+    daa: Optional[str] = _train_option("daa"),
+    beta: Optional[float] = _train_option("beta"),
+    simpo_margin: Optional[float] = _train_option("simpo_margin"),
+    iterations: Optional[int] = _train_option("iterations"),
+    selection_ratio: Optional[float] = _train_option("selection_ratio"),
+    selection_count: Optional[int] = _train_option("selection_count"),
+    ensemble_gamma: Optional[float] = _train_option("ensemble_gamma"),
+    selection: Optional[bool] = _train_option("selection", "--selection/--no-selection"),
+    bootstrap: Optional[bool] = _train_option("bootstrap", "--bootstrap/--no-bootstrap"),
+    reference: Optional[str] = _train_option("reference"),
+    warmup: Optional[bool] = _train_option("warmup", "--warmup/--no-warmup"),
+    num_samples: Optional[int] = _train_option("num_samples"),
+    temperature: Optional[float] = _train_option("temperature"),
+    top_p: Optional[float] = _train_option("top_p"),
+    max_new_tokens: Optional[int] = _train_option("max_new_tokens"),
+    max_bootstrap_prompts: Optional[int] = _train_option("max_bootstrap_prompts"),
+    # Self-review safeguards (docs/self-review.md)
+    bootstrap_labeller: Optional[str] = _train_option("bootstrap_labeller"),
+    guard: Optional[str] = _train_option("guard"),
+    validation_ratio: Optional[float] = _train_option("validation_ratio"),
+    max_validation_pairs: Optional[int] = _train_option("max_validation_pairs"),
+    selection_mode: Optional[str] = _train_option("selection_mode"),
+    offline_quota: Optional[float] = _train_option("offline_quota"),
+    generated_quota: Optional[float] = _train_option("generated_quota"),
+    crossfit_folds: Optional[int] = _train_option("crossfit_folds"),
+    selection_pool: Optional[str] = _train_option("selection_pool"),
+    # One optimiser run
+    lr_schedule: Optional[str] = _train_option("lr_schedule"),
+    carry_optimizer: Optional[bool] = _train_option("carry_optimizer", "--carry-optimizer/--no-carry-optimizer"),
+    # Baselines (docs/baselines.md)
+    method: Optional[str] = _train_option("method"),
+    ablation: Optional[str] = _train_option("ablation"),
+    match_budget: Optional[str] = _train_option("match_budget"),
+    curri_order: Optional[str] = _train_option("curri_order"),
+    spa_seed_ratio: Optional[float] = _train_option("spa_seed_ratio"),
+    spa_confidence_threshold: Optional[float] = _train_option("spa_confidence_threshold"),
+    spa_label_smoothing: Optional[float] = _train_option("spa_label_smoothing"),
+    spa_smooth_lowest: Optional[float] = _train_option("spa_smooth_lowest"),
+    # Optimisation
+    learning_rate: Optional[float] = _train_option("learning_rate"),
+    batch_size: Optional[int] = _train_option("batch_size"),
+    grad_accum: Optional[int] = _train_option("grad_accum"),
+    lr_scheduler_type: Optional[str] = _train_option("lr_scheduler_type"),
+    warmup_ratio: Optional[float] = _train_option("warmup_ratio"),
+    # Engine
+    scoring_batch_size: Optional[int] = _train_option("scoring_batch_size"),
+    generation_batch_size: Optional[int] = _train_option("generation_batch_size"),
+    generation_backend: Optional[str] = _train_option("generation_backend"),
+    vllm_gpu_memory_utilization: Optional[float] = _train_option("vllm_gpu_memory_utilization"),
+    gradient_checkpointing: Optional[bool] = _train_option("gradient_checkpointing",
+                                                           "--gradient-checkpointing/--no-gradient-checkpointing"),
+    # LoRA
+    lora_r: Optional[int] = _train_option("lora_r"),
+    lora_alpha: Optional[float] = _train_option("lora_alpha"),
+    lora_dropout: Optional[float] = _train_option("lora_dropout"),
+    lora_target_modules: Optional[str] = _train_option("lora_target_modules"),
+    merge: Optional[bool] = _train_option("merge", "--merge"),
+    # Tracking
+    logging_steps: Optional[int] = _train_option("logging_steps"),
+    report_to: Optional[str] = _train_option("report_to"),  # [tracking hook]
 ) -> None:
     """Align a model with SeRA (or the plain DAA) on a preference dataset."""
     from sera.config import resolve_config
-    from sera.loop import run
     from sera.report import print_summary
+    from sera.trainer import SeraTrainer
 
     overrides = {k: v for k, v in locals().items()
-                 if k not in ("config", "preset", "resume", "resolve_config", "run", "print_summary")}
+                 if k not in ("config", "preset", "resume", "resolve_config", "print_summary", "SeraTrainer")}
     if resume is not None:
         given = sorted(k for k, v in overrides.items() if v is not None)
         if given or config or preset:
@@ -111,12 +150,13 @@ def train(
                                  "a run resumes with the config.yaml it started with")
         if not (resume / "config.yaml").exists():
             raise SeraInputError(f"--resume {resume}: no config.yaml there (not a `sera train` run directory)")
-        print_summary(run(resolve_config(resume / "config.yaml", {"output_dir": str(resume)}), resume=True))
-        return
-    if overrides["output_dir"] is not None:
-        overrides["output_dir"] = str(overrides["output_dir"])
-    summary = run(resolve_config(config, overrides, preset=preset))
-    print_summary(summary)
+        args = resolve_config(resume / "config.yaml", {"output_dir": str(resume)})
+    else:
+        if overrides["output_dir"] is not None:
+            overrides["output_dir"] = str(overrides["output_dir"])
+        args = resolve_config(config, overrides, preset=preset)
+    trainer = SeraTrainer(model=args.model, args=args, train_dataset=args.dataset)
+    print_summary(trainer.train(resume=resume is not None))
 
 
 @app.command()
@@ -142,8 +182,9 @@ def generate(
                                         "(default: the test split)."),
     prompt_field: Optional[str] = typer.Option(None, help="Field holding the prompt, when it is not detected."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N prompts."),
-    dtype: str = typer.Option("auto", help=h("dtype")),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=h("trust_remote_code")),
+    dtype: Dtype = "auto",
+    gguf_file: GgufFile = None,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Generate a model's responses to evaluation prompts (for `sera eval`)."""
     from sera.eval.generate import generate as run_generate
@@ -153,7 +194,8 @@ def generate(
                             max_new_tokens=max_new_tokens)
     result = run_generate(model, prompts, output, backend=backend, params=params, batch_size=batch_size, seed=seed,
                           output_format=output_format, generator=generator, split=split,
-                          prompt_field=prompt_field, limit=limit, dtype=dtype, trust_remote_code=trust_remote_code)
+                          prompt_field=prompt_field, limit=limit, dtype=dtype, gguf_file=gguf_file,
+                          trust_remote_code=bool(trust_remote_code))
     console.print(f"wrote {result.num_responses} responses to {result.num_prompts} prompts to {result.output}"
                   + (f" ({result.num_unfinished} hit --max-new-tokens)" if result.num_unfinished else ""),
                   highlight=False)
@@ -177,15 +219,21 @@ def eval_(
     batch_size: int = typer.Option(8, help="rm judge: sequences per batch."),
     bootstrap_samples: int = typer.Option(2000, help="Bootstrap resamples for the 95% interval."),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
+    dtype: Dtype = None,
+    gguf_file: GgufFile = None,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
-    """Win rate of a candidate against a baseline, judged pairwise; writes report.json and prints a table."""
+    """Win rate of a candidate against a baseline, judged pairwise; writes report.json and prints a table.
+
+    --dtype, --gguf-file and --trust-remote-code load an rm: judge's model; other judges refuse them."""
     from sera.eval.evaluate import evaluate, print_report
 
     if cache is None:
         cache = output.parent / "judge_cache.jsonl"
     report = evaluate(candidate, baseline, judge, output=output, bootstrap_samples=bootstrap_samples, seed=seed,
                       cache=cache, concurrency=concurrency, timeout=timeout, max_retries=max_retries,
-                      backoff_base=backoff_base, batch_size=batch_size)
+                      backoff_base=backoff_base, batch_size=batch_size, dtype=dtype, gguf_file=gguf_file,
+                      trust_remote_code=trust_remote_code)
     print_report(report)
 
 
@@ -227,9 +275,9 @@ def score(
     dataset_split: Optional[str] = typer.Option(None, help=h("dataset_split")),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help=h("skip_invalid")),
     seed: int = typer.Option(42, help=h("seed")),
-    dtype: str = typer.Option("auto", help=h("dtype")),
-    gguf_file: Optional[str] = typer.Option(None, help=h("gguf_file")),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=h("trust_remote_code")),
+    dtype: Dtype = "auto",
+    gguf_file: GgufFile = None,
+    trust_remote_code: TrustRemoteCode = False,
     learning_rate: Optional[float] = typer.Option(None, help="--crossfit fold models: " + h("learning_rate")),
     batch_size: Optional[int] = typer.Option(None, help="--crossfit fold models: " + h("batch_size")),
     grad_accum: Optional[int] = typer.Option(None, help="--crossfit fold models: " + h("grad_accum")),
@@ -282,9 +330,9 @@ def sft(
                                   "wandb, trackio, mlflow, all, or a comma-separated list; output under "
                                   "--output-dir (docs/tracking.md)."),  # [tracking hook]
     seed: int = typer.Option(42, help="Random seed."),
-    dtype: str = typer.Option("auto", help=h("dtype")),
-    gguf_file: Optional[str] = typer.Option(None, help=h("gguf_file")),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=h("trust_remote_code")),
+    dtype: Dtype = "auto",
+    gguf_file: GgufFile = None,
+    trust_remote_code: TrustRemoteCode = False,
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help=h("gradient_checkpointing")),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip malformed rows (counted) instead of "
                                       "stopping."),
@@ -358,27 +406,39 @@ def demo(
                          jobs=jobs, variants=variants))
 
 
+def _click_exception_classes(name: str) -> tuple[type[BaseException], ...]:
+    """`name` from every click that typer may parse with: typer 0.2x ships its own copy (`typer._click`), whose
+    exceptions are not click's; older typer releases use click itself. Catching both keeps a typo an exit-2
+    usage message under every typer release pyproject.toml allows."""
+    classes = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            classes.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(classes)
+
+
+_USAGE_ERRORS = _click_exception_classes("ClickException")
+_ABORTS = _click_exception_classes("Abort")
+
 def main() -> None:
     """Entry point: run the app and turn SeRA's errors into exit codes without tracebacks."""
     try:
         code = app(standalone_mode=False)
     except SeraInputError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except SeraRuntimeError as exc:
-        console.print(f"[bold red]failed:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]failed:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         code = INTERRUPTED
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+    except _USAGE_ERRORS as exc:  # click's usage errors (unknown option, bad value, ...) carry their own exit code
+        exc.show()
+        sys.exit(exc.exit_code)
+    except _ABORTS:
+        sys.exit(1)
     if code == INTERRUPTED:
         console.print("[bold red]interrupted[/]: outputs written so far are complete; "
                       "a `sera train` run continues with --resume OUT", highlight=False, soft_wrap=True)

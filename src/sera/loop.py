@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from transformers import TrainerCallback, set_seed
@@ -28,6 +30,7 @@ from sera import distributed, run_lock
 from sera.baselines import BASELINES_ON_PREVIOUS_REFERENCE
 from sera.baselines import steps as baseline_steps
 from sera.bootstrap import as_response, make_pairs
+from sera.budget import Budget, budget_of, matched_budget, plain_pair_passes
 from sera.config import TrainConfig
 from sera.daa import get_daa
 from sera.data import PreferencePair, load_pairs
@@ -42,40 +45,54 @@ from sera.progress import console
 from sera.rewards import ImplicitReward, margins
 from sera.run_dir import RunDirectory
 from sera.scoring import LogProbBank, sequence_logps
+from sera.state import RunState
 from sera.selection import select_top_k, selection_size
 from sera.tokenization import PairTokenizer, TokenizedPair
-from sera.training import RunSchedule, optimiser_steps, train_pass
+from sera.training import RunSchedule, build_optimizer, dpo_config, optimiser_steps, train_pass
 from sera import model_card, tracking  # [tracking/model card hooks]
 
 
-def run(config: TrainConfig, resume: bool = False) -> dict:
+@dataclass(frozen=True)
+class RunInputs:
+    """What a run reads when the caller hands it over in memory (:class:`sera.SeraTrainer`) instead of naming it
+    in `config.model` / `config.dataset`, which then only record where it came from."""
+
+    model_path: str | None = None
+    """Folder holding the SFT model's weights (the policy's start and the reference), instead of `config.model`."""
+    tokenizer: Any = None
+    """The tokenizer (TRL's `processing_class`), instead of loading `config.model`'s."""
+    rows: Any = None
+    """Preference rows (a `datasets.Dataset` or a list of dicts, any format `config.dataset` could hold)."""
+
+
+def run(config: TrainConfig, resume: bool = False, inputs: RunInputs = RunInputs()) -> dict:
     """Run SeRA (or a baseline: `daa`, `curri-dpo`, `spa`; docs/baselines.md) and return the summary it writes.
 
     With `resume`, continue a run in `config.output_dir` after its last completed iteration.
     """
     with run_lock.hold(config.output_dir, "--resume" if resume else "--output-dir"):  # one process per directory
-        return _run(config, resume)
+        return _run(config, resume, inputs)
 
 
-def _run(config: TrainConfig, resume: bool) -> dict:
+def _run(config: TrainConfig, resume: bool, inputs: RunInputs) -> dict:
     if config.method in BASELINES_ON_PREVIOUS_REFERENCE:
         config = dataclasses.replace(config, reference="previous")
-    run = SeraRun(config, resume=resume)
+    run = SeraRun(config, resume=resume, inputs=inputs)
     if config.method == "daa":
-        if not run.completed:
-            run.train_plain_daa(epochs=config.iterations)
+        if not run.state.completed:
+            run.train_plain_daa(epochs=config.iterations, budget=run.budget_to_match)
         return run.finish()
     if config.method == "curri-dpo":                                     # one curriculum stage per iteration
         stages = baseline_steps.curriculum(run)
-        for t in range(run.completed + 1, config.iterations + 1):
+        for t in range(run.state.completed + 1, config.iterations + 1):
             run.train_iteration(t, baseline_steps.curriculum_stage(run, stages, t))
         return run.finish()
     if config.method == "spa":                                           # the seed, then self-labelled samples
         seed, shares = baseline_steps.spa_split(run)
-        for t in range(run.completed + 1, config.iterations + 1):
+        for t in range(run.state.completed + 1, config.iterations + 1):
             run.train_iteration(t, seed if t == 1 else baseline_steps.spa_pairs(run, t, shares[t - 2]))
         return run.finish()
-    for t in range(run.completed + 1, config.iterations + 1):
+    for t in range(run.state.completed + 1, config.iterations + 1):
         if t == 1 and config.warmup:
             run.train_iteration(t, run.offline)                          # warm-up on all offline pairs
         else:
@@ -106,28 +123,32 @@ class Example:
 class SeraRun:
     """State of one run and the steps of Algorithm 1."""
 
-    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+    def __init__(self, config: TrainConfig, resume: bool = False, inputs: RunInputs = RunInputs()) -> None:
         distributed.init()
         if distributed.shards_parameters():
-            if config.lora_r or config.carry_optimizer:
-                raise SeraInputError(f"{'--lora-r' if config.lora_r else '--carry-optimizer'} under FSDP or DeepSpeed "
-                                     "ZeRO-3 is not supported; use DDP or ZeRO-2 (examples/accelerate/)")
+            refused = ("--lora-r" if config.lora_r else "--carry-optimizer" if config.carry_optimizer
+                       else "--lr-schedule run" if config.lr_schedule == "run" else None)
+            if refused:  # the last two hand the trainer an optimizer (optimizers=), which these engines must build
+                raise SeraInputError(f"{refused} under FSDP or DeepSpeed ZeRO-3 is not supported; use DDP or ZeRO-2 "
+                                     "(examples/accelerate/)")
             if distributed.is_main():
                 console.print("[yellow]experimental:[/] parameter-sharding engine: each pass trains a sharded copy and "
                               "gathers its weights back into the whole policy (docs/scale.md)", highlight=False)
         if config.generation_backend == "vllm":
             _check_vllm_can_run()
         self.config = config
+        self.budget_to_match = matched_budget(config)[0] if config.match_budget else None  # before any work
         self._vllm = None  # the vLLM engine, started at the first sampling (generation_backend=vllm)
-        self.started = time.perf_counter()
+        self._state_clock = time.perf_counter()  # wall time not yet counted in state.seconds
         self.dir = RunDirectory(config.output_dir)
         self._prepare_output_dir(resume)
         set_seed(config.seed)
         self.daa = get_daa(config.daa)
-        self.tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code,
-                                        gguf_file=config.gguf_file)
+        self.model_path = inputs.model_path or config.model
+        self.tokenizer = inputs.tokenizer or load_tokenizer(self.model_path, trust_remote_code=config.trust_remote_code,
+                                                            gguf_file=config.gguf_file)
         self.pair_tokenizer = PairTokenizer(self.tokenizer, config.max_length)
-        loaded = load_pairs(config.dataset, split=config.dataset_split, skip_invalid=config.skip_invalid,
+        loaded = load_pairs(config.dataset if inputs.rows is None else inputs.rows, split=config.dataset_split, skip_invalid=config.skip_invalid,
                             dataset_format=config.dataset_format, seed=config.seed,
                             ultrafeedback_pairs="all" if config.method == "curri-dpo" else "best-vs-random")
         self.pair_meta = loaded.meta  # ratings by pair id, where the data has them (Curri-DPO's curriculum)
@@ -146,20 +167,15 @@ class SeraRun:
         self.labeller = build_labeller(config.bootstrap_labeller, self.pair_tokenizer, self.reward,
                                        config.ensemble_gamma)
         self._bootstraps = config.method == "sera" and config.bootstrap
-        self.iterations: list[dict] = []
-        self.warnings: list[str] = []
         self._current: dict = {}
-        self._crossfit: dict[str, float] | None = None
-        self._guard_scores: dict[int, float] = {}
-        self._lr_schedule: dict = {"steps_done": 0, "warmup": None}  # --lr-schedule run: progress across iterations
-        self._optimizer_state: dict | None = None  # --carry-optimizer: the last iteration's optimizer state
-        self.completed = 0  # iterations finished (and saved) so far
+        self.optimizer = None  # --carry-optimizer: the run's one optimizer, handed to every iteration's trainer
+        self.state = RunState()  # everything a resumed run needs, saved whole after each iteration
         if resume and self.dir.state.exists():
-            self._restore(json.loads(self.dir.state.read_text(encoding="utf-8")))
+            self._restore(RunState.load(self.dir.state))
         else:
-            self._sft_review = self._review_iterate(0) if self.validation else {}
-        self.tracker = tracking.start(config, self.dir.root, iterations=self.iterations, warnings=self.warnings,
-                                      sft_review=self._sft_review)  # [tracking hook] one tracker run for the run
+            self.state.sft_review = self._review_iterate(0) if self.validation else {}
+        self.tracker = tracking.start(config, self.dir.root, iterations=self.state.iterations,
+                                      warnings=self.state.warnings, sft_review=self.state.sft_review)  # [tracking hook] one tracker run for the run
 
     # -- the steps of Algorithm 1 -------------------------------------------------------------
 
@@ -215,36 +231,45 @@ class SeraRun:
         self._current.setdefault("selected", len(examples))
         result = self._train(self.policy, examples, epochs=1, iteration=t,
                              reference=self.reward.reference_index(t), schedule=self._run_schedule(t, len(examples)),
-                             optimizer_state=self._optimizer_state, carry_optimizer=self.config.carry_optimizer)
-        self._lr_schedule["steps_done"] += result.steps
-        self._optimizer_state = result.optimizer_state
+                             optimizer=self._run_optimizer())
+        self.state.lr_steps_done += result.steps
         save_model(self.policy, self.tokenizer, self.dir.model(t))
-        if self._optimizer_state is not None:  # before state.json names iteration t as completed
-            save_optimizer_state(self.dir.optimizer, self._optimizer_state)
+        if self.optimizer is not None:  # before state.json names iteration t as completed
+            save_optimizer_state(self.dir.optimizer, self.optimizer.state_dict())
         distributed.barrier()
         self._end_iteration(t, result)
 
-    def train_plain_daa(self, epochs: int) -> None:
-        """The baseline: the DAA on every offline pair for `epochs` epochs (one trainer, one schedule)."""
+    def train_plain_daa(self, epochs: int, budget: Budget | None = None) -> None:
+        """The baseline: the DAA on every offline pair for `epochs` epochs (one trainer, one schedule), or, with
+        `budget` (--match-budget), for exactly its optimiser steps: as many epochs as they take, the last partial."""
+        max_steps = None
+        if budget is not None:
+            max_steps = budget.optimizer_steps
+            epochs = math.ceil(max_steps / optimiser_steps(self.config, 1, len(self.offline)))
         self._current.update(pool_size=len(self.offline), selected=len(self.offline), epochs=epochs)
         result = self._train(self.policy, self.offline, epochs=epochs, iteration=1, reference=0,
-                             callbacks=[_SaveEachEpoch(self)])
+                             callbacks=[_SaveEachEpoch(self)], max_steps=max_steps)
+        per_step = self.config.batch_size * self.config.grad_accum * distributed.world_size()
+        self._current["pair_passes"] = plain_pair_passes(result.steps, len(self.offline), per_step)
         self._end_iteration(epochs, result)
 
     def finish(self) -> dict:
         final_iterate = self._final_iterate()
-        last = self.iterations[-1]["iteration"]
+        last = self.state.iterations[-1]["iteration"]
         save_model(self.policy if final_iterate == last else self._load(final_iterate), self.tokenizer,
                    self.dir.final_model, merge=self.config.merge)
         summary = {
             "method": self.config.method, "daa": self.config.daa,
             "data": {**self.data_report, "skipped": dict(self.data_report["skipped"])},
-            "sft_review": self._sft_review,
-            "iterations": self.iterations,
+            "sft_review": self.state.sft_review,
+            "iterations": self.state.iterations,
+            "budget": {**budget_of(self.state.iterations).to_dict(),
+                       **({"matched_to": {"run": self.config.match_budget, **self.budget_to_match.to_dict()}}
+                          if self.budget_to_match else {})},
             "guard": self.config.guard, "final_iterate": final_iterate,
             "final_model": str(self.dir.final_model),
-            "warnings": self.warnings,
-            "seconds_total": time.perf_counter() - self.started + self._seconds_before,
+            "warnings": self.state.warnings,
+            "seconds_total": self.state.seconds + time.perf_counter() - self._state_clock,
         }
         write_json(self.dir.summary, summary)
         model_card.write_model_card(self.dir.final_model / "README.md", summary, self.config.to_dict())  # [model card hook]
@@ -255,6 +280,13 @@ class SeraRun:
 
     # -- training -----------------------------------------------------------------------------
 
+    def _run_optimizer(self):
+        """With --carry-optimizer: the run's one optimizer (built at the first iteration), which every iteration's
+        trainer goes on with, as one T-epoch run would; without it each pass starts a fresh one."""
+        if self.config.carry_optimizer and self.optimizer is None:
+            self.optimizer = build_optimizer(self.policy, dpo_config(self.config, self.daa, 1, str(self.dir.root)))
+        return self.optimizer
+
     def _run_schedule(self, t: int, num_pairs: int) -> RunSchedule | None:
         """With --lr-schedule run: where iteration t sits on the run's one schedule. The total is re-planned at
         each iteration's start (steps so far + this iteration's steps for each one left), so it ends at zero."""
@@ -262,14 +294,14 @@ class SeraRun:
         if cfg.lr_schedule != "run":
             return None
         steps = optimiser_steps(cfg, 1, num_pairs)
-        done = self._lr_schedule["steps_done"]
-        if self._lr_schedule.get("warmup") is None:  # fixed at the first iteration, from the first plan
-            self._lr_schedule["warmup"] = int(cfg.warmup_ratio * steps * cfg.iterations)
-        return RunSchedule(cfg.lr_scheduler_type, self._lr_schedule["warmup"],
+        done = self.state.lr_steps_done
+        if self.state.lr_warmup_steps is None:  # fixed at the first iteration, from the first plan
+            self.state.lr_warmup_steps = int(cfg.warmup_ratio * steps * cfg.iterations)
+        return RunSchedule(cfg.lr_scheduler_type, self.state.lr_warmup_steps,
                            done + steps * (cfg.iterations - t + 1), offset=done)
 
     def _train(self, model, examples: list[Example], *, epochs: int, iteration, reference: int, callbacks=(),
-               schedule: RunSchedule | None = None, optimizer_state: dict | None = None, carry_optimizer: bool = False):
+               schedule: RunSchedule | None = None, optimizer=None, max_steps: int | None = None):
         scoring_before = self.bank.seconds
         rows = self._training_rows(examples, reference)
         self._current["seconds_scoring"] = self._current.get("seconds_scoring", 0.0) + (
@@ -277,7 +309,7 @@ class SeraRun:
         return train_pass(model, self.tokenizer, rows, self.config, self.daa, epochs=epochs, iteration=iteration,
                           metrics_path=self.dir.metrics, schedule=schedule,
                           callbacks=[*callbacks, *self.tracker.callbacks(iteration)],  # [tracking hook]
-                          optimizer_state=optimizer_state, carry_optimizer=carry_optimizer)
+                          optimizer=optimizer, max_steps=max_steps)
 
     def _training_rows(self, examples: list[Example], reference: int) -> list[dict]:
         """Token ids plus the reference log-probs the trainer would otherwise recompute."""
@@ -325,12 +357,12 @@ class SeraRun:
 
     def _with_crossfit_margins(self, pool: list[Example], pool_margins: np.ndarray) -> np.ndarray:
         """Offline pairs are ranked by out-of-fold IRM: each scored by a warm-up model that never saw it."""
-        if self._crossfit is None:
-            self._crossfit = self._crossfit_margins()
+        if self.state.crossfit is None:
+            self.state.crossfit = self._crossfit_margins()
         result = pool_margins.copy()
         for index, example in enumerate(pool):
-            if example.pair.id in self._crossfit:
-                result[index] = self._crossfit[example.pair.id]
+            if example.pair.id in self.state.crossfit:
+                result[index] = self.state.crossfit[example.pair.id]
         return result
 
     def _crossfit_margins(self) -> dict[str, float]:
@@ -374,11 +406,11 @@ class SeraRun:
             review["labeller_accuracy"] = preference_accuracy(np.array([r[0] - r[1] for r in labels]))
         responses = self._validation_responses()
         review["val_response_tokens"] = float(np.mean([c.num_tokens for c in responses]))
-        if t > 0 and self._sft_review.get("val_response_tokens"):
-            review["length_drift"] = review["val_response_tokens"] / self._sft_review["val_response_tokens"]
+        if t > 0 and self.state.sft_review.get("val_response_tokens"):
+            review["length_drift"] = review["val_response_tokens"] / self.state.sft_review["val_response_tokens"]
         score = self._guard_score(t, responses, review)
         if score is not None:
-            review["guard_score"] = self._guard_scores[t] = score
+            review["guard_score"] = self.state.guard_scores[t] = score
         return review
 
     def _validation_responses(self):
@@ -425,9 +457,9 @@ class SeraRun:
             if self._guard_judge.pointwise:
                 return float(np.mean(self._guard_judge.score([prompt_text(p) for p in prompts], texts)))
             if t == 0:
-                self._sft_texts = texts
+                self.state.sft_responses = texts
                 return 0.5
-            outcomes = self._guard_judge.compare([prompt_text(p) for p in prompts], texts, self._sft_texts)
+            outcomes = self._guard_judge.compare([prompt_text(p) for p in prompts], texts, self.state.sft_responses)
             return float(np.mean([(o + 1) / 2 for o in outcomes]))
         return None
 
@@ -444,16 +476,16 @@ class SeraRun:
                                           [reference[owners == g] for g in range(len(groups))])
 
     def _final_iterate(self) -> int:
-        last = self.iterations[-1]["iteration"]
-        if self.config.guard == "none" or not self._guard_scores:
+        last = self.state.iterations[-1]["iteration"]
+        if self.config.guard == "none" or not self.state.guard_scores:
             return last
-        scores = self._guard_scores
+        scores = self.state.guard_scores
         best = max(sorted(scores), key=lambda t: scores[t])  # the earliest of equally good iterates
         if scores[best] <= scores.get(last, float("-inf")):
             return last  # the last iterate (the paper's output) unless another is strictly better
         if best != last:
-            self.warnings.append(f"guard: iterate {best} scored best ({self._guard_scores[best]:.3f} vs "
-                                 f"{self._guard_scores[last]:.3f} for the last); final/ holds iterate {best}")
+            self.state.warnings.append(f"guard: iterate {best} scored best ({scores[best]:.3f} vs "
+                                       f"{scores[last]:.3f} for the last); final/ holds iterate {best}")
         return best
 
     # -- data and bookkeeping -------------------------------------------------------------------
@@ -510,7 +542,7 @@ class SeraRun:
     def _load(self, index: int):
         if self.config.lora_r:  # views of the one in-memory model: base (adapter off) or base + iterate's adapter
             return iterate_view(self.policy, None if index == 0 else self.dir.model(index), f"iter_{index}")
-        path = self.config.model if index == 0 else str(self.dir.model(index))
+        path = self.model_path if index == 0 else str(self.dir.model(index))
         model = load_model(path, dtype=self.config.dtype, trust_remote_code=self.config.trust_remote_code,
                            gguf_file=self.config.gguf_file if index == 0 else None)
         model.eval()
@@ -519,7 +551,8 @@ class SeraRun:
     def _load_base(self, adapter=None):
         """The SFT model; with --lora-r wrapped in a fresh adapter, or in `adapter` (a saved iterate's, to resume)."""
         cfg = self.config
-        model = load_model(cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code, gguf_file=cfg.gguf_file)
+        model = load_model(self.model_path, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
+                           gguf_file=cfg.gguf_file)
         base = {"model": cfg.model, "gguf_file": cfg.gguf_file}
         if cfg.lora_r and adapter is not None:
             model = load_lora_policy(model, adapter, base)
@@ -544,42 +577,37 @@ class SeraRun:
             entry.setdefault(key, 0.0)
         for warning in warnings_for(entry, labeller=self.config.bootstrap_labeller):
             console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-            self.warnings.append(warning)
-        self.iterations.append(entry)
-        self.tracker.log_iteration(entry, self.warnings)  # [tracking hook] at the run-wide step where t ended
+            self.state.warnings.append(warning)
+        self.state.iterations.append(entry)
+        self.tracker.log_iteration(entry, self.state.warnings)  # [tracking hook] at the run-wide step where t ended
         append_jsonl(self.dir.metrics, {"event": "iteration_end", **entry})
         self._current = {}
-        self.completed = t
+        self.state.completed = t
         self._save_state()
 
     # -- resume ---------------------------------------------------------------------------------
 
     def _save_state(self) -> None:
         """Everything a resumed run needs beyond the saved iterate (written last, atomically)."""
-        write_json(self.dir.state, {
-            "completed": self.completed, "iterations": self.iterations, "warnings": self.warnings,
-            "sft_review": self._sft_review, "guard_scores": self._guard_scores, "crossfit": self._crossfit,
-            "lr_schedule": self._lr_schedule,
-            "seconds": time.perf_counter() - self.started + self._seconds_before})
+        self.state.seconds += time.perf_counter() - self._state_clock
+        self._state_clock = time.perf_counter()
+        self.state.save(self.dir.state)
 
-    def _restore(self, state: dict) -> None:
-        self.completed, self.iterations, self.warnings = state["completed"], state["iterations"], state["warnings"]
-        self._sft_review, self._crossfit = state["sft_review"], state["crossfit"]
-        self._guard_scores = {int(k): v for k, v in state["guard_scores"].items()}
-        self._lr_schedule = state.get("lr_schedule", self._lr_schedule)
-        self._seconds_before = state["seconds"]
-        if self.completed and self.config.method != "daa":
-            self.policy = self._load_base(adapter=self.dir.model(self.completed)) if self.config.lora_r \
-                else self._load(self.completed)
-            self.bank.hold(self.completed, self.policy)
+    def _restore(self, state: RunState) -> None:
+        self.state = state
+        completed = state.completed
+        if completed and self.config.method != "daa":
+            self.policy = self._load_base(adapter=self.dir.model(completed)) if self.config.lora_r \
+                else self._load(completed)
+            self.bank.hold(completed, self.policy)
             if self.config.carry_optimizer:
-                self._optimizer_state = load_optimizer_state(self.dir.optimizer)
-        append_jsonl(self.dir.metrics, {"event": "resumed", "after_iteration": self.completed})
-        console.print(f"resuming {self.dir.root} after iteration {self.completed}", highlight=False)
+                self.optimizer = build_optimizer(self.policy, dpo_config(self.config, self.daa, 1, str(self.dir.root)))
+                self.optimizer.load_state_dict(load_optimizer_state(self.dir.optimizer))
+        append_jsonl(self.dir.metrics, {"event": "resumed", "after_iteration": completed})
+        console.print(f"resuming {self.dir.root} after iteration {completed}", highlight=False)
 
     def _prepare_output_dir(self, resume: bool) -> None:
         root = self.dir.root
-        self._seconds_before = 0.0
         if resume:
             if self.dir.summary.exists():
                 raise SeraInputError(f"--resume {root}: the run already finished (summary.json)")
@@ -605,7 +633,7 @@ class _SaveEachEpoch(TrainerCallback):
         self.run = run
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        epoch = round(state.epoch or 0)
+        epoch = math.ceil((state.epoch or 0) - 1e-6)  # a last partial epoch (--match-budget) is saved as the next
         if epoch >= 1:
             save_model(self.run.policy, self.run.tokenizer, self.run.dir.model(epoch))
             distributed.barrier()

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback
+from transformers.trainer_pt_utils import get_parameter_names
 from trl import DPOConfig, DPOTrainer
 
 from sera import distributed
@@ -135,7 +137,6 @@ class TrainResult:
     final_loss: float
     steps: int
     seconds: float
-    optimizer_state: dict | None = None  # with carry_optimizer: what the next pass starts from
 
 
 class _MetricsToJsonl(TrainerCallback):
@@ -147,15 +148,22 @@ class _MetricsToJsonl(TrainerCallback):
             append_jsonl(self.path, {"iteration": self.iteration, "step": state.global_step, **logs})
 
 
-def dpo_config(config: TrainConfig, daa: DAA, epochs: int, output_dir: str, num_rows: int | None = None
-               ) -> DPOConfig:
-    """The TRL config for one pass; CPU-friendly (fp32, no checkpointing) unless asked otherwise."""
+def dpo_config(config: TrainConfig, daa: DAA, epochs: int, output_dir: str, num_rows: int | None = None,
+               max_steps: int | None = None) -> DPOConfig:
+    """The TRL config for one pass (`max_steps`, when given, ends it earlier or later than `epochs`);
+    CPU-friendly (fp32, no checkpointing) unless asked otherwise."""
     use_bf16 = config.dtype in ("bfloat16", "bf16") or (
         config.dtype == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    warmup = config.warmup_ratio if num_rows is None else warmup_steps(config, epochs, num_rows)
+    if max_steps is not None:
+        warmup = int(config.warmup_ratio * max_steps)
+    else:
+        warmup = config.warmup_ratio if num_rows is None else warmup_steps(config, epochs, num_rows)
     with warnings.catch_warnings():  # TRL still sets the renamed `gradient_checkpointing` field itself
         warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
-        return _dpo_config(config, daa, epochs, output_dir, use_bf16, warmup)
+        args = _dpo_config(config, daa, epochs, output_dir, use_bf16, warmup)
+    if max_steps is not None:
+        args.max_steps = max_steps
+    return args
 
 
 def warmup_steps(config: TrainConfig, epochs: int, num_rows: int) -> int:
@@ -183,33 +191,34 @@ def _dpo_config(config: TrainConfig, daa: DAA, epochs: int, output_dir: str, use
 def train_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict],
                config: TrainConfig, daa: DAA, *, epochs: int, iteration: int | str, metrics_path: Path,
                callbacks: list[TrainerCallback] = (), schedule: RunSchedule | None = None,
-               optimizer_state: dict | None = None, carry_optimizer: bool = False) -> TrainResult:
+               optimizer: torch.optim.Optimizer | None = None, max_steps: int | None = None) -> TrainResult:
     """Train `model` in place on `rows` (prompt_ids, chosen_ids, rejected_ids, ref_*_logps; with a
     `label_smoothing` column, DPO's per-pair label-smoothed loss, see :class:`LabelSmoothedDPOTrainer`),
-    with the trainer's own warm-up and decay, or following the run-wide `schedule`; the optimizer starts from
-    `optimizer_state` where given, and with `carry_optimizer` the result holds its final state."""
+    with the trainer's own warm-up and decay, or following the run-wide `schedule`. `optimizer` (the run's one
+    optimizer, :func:`build_optimizer`, with `--carry-optimizer`) goes on from its state; without it the pass
+    starts a fresh one. Both reach the trainer through its public `optimizers=` argument."""
     start = time.perf_counter()
     trainer_class = LabelSmoothedDPOTrainer if rows and "label_smoothing" in rows[0] else SeraDPOTrainer
     gather = _GatherTrainedWeights(model) if distributed.shards_parameters() else None
     with tempfile.TemporaryDirectory(prefix="sera-trainer-") as scratch:
+        args = dpo_config(config, daa, epochs, scratch, num_rows=len(rows), max_steps=max_steps)
+        if optimizer is None and schedule is not None:
+            optimizer = build_optimizer(model, args)
         trainer = trainer_class(
             model=copy.deepcopy(model) if gather else model,  # the engine shards the copy in place
-            args=dpo_config(config, daa, epochs, scratch, num_rows=len(rows)),
-            train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+            args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
             callbacks=[_MetricsToJsonl(metrics_path, iteration), *([gather] if gather else []), *callbacks],
+            optimizers=(optimizer, None if schedule is None else LambdaLR(optimizer, schedule.multiplier)),
         )
         _drop_reference_adapter(trainer.model)
-        if schedule is not None:
-            _follow(trainer, schedule)
-        if optimizer_state is not None:
-            _start_optimizer_from(trainer, optimizer_state)
         if gather:
             gather.trainer = trainer
         with compact_lm_head(trainer.args.device):  # CPU: project response positions only (TRL's own arithmetic)
             output = trainer.train()
         loss = float(output.training_loss)
         final_loss = _last_logged_loss(trainer, loss)
-        carried = trainer.optimizer.state_dict() if carry_optimizer else None
+        if not gather:
+            _without_mixed_precision_wrapper(model)
         if gather:
             gather.finish()
             trainer.accelerator.free_memory()  # the sharded copy, its optimizer and engine go before SeRA samples
@@ -220,33 +229,35 @@ def train_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows:
         raise SeraRuntimeError(f"iteration {iteration}: training loss is {loss}; stopping "
                                "(the last good iterate is kept in the run directory)")
     model.eval()
-    return TrainResult(final_loss=final_loss, steps=output.global_step, seconds=time.perf_counter() - start,
-                       optimizer_state=carried)
+    return TrainResult(final_loss=final_loss, steps=output.global_step, seconds=time.perf_counter() - start)
 
 
-def _follow(trainer: DPOTrainer, schedule: RunSchedule) -> None:
-    """Make the trainer build its learning-rate scheduler from the run-wide schedule."""
-    def create_scheduler(num_training_steps: int, optimizer=None):
-        if trainer.lr_scheduler is None:
-            trainer.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or trainer.optimizer,
-                                                                     schedule.multiplier)
-        return trainer.lr_scheduler
+def build_optimizer(model: PreTrainedModel, args: DPOConfig) -> torch.optim.Optimizer:
+    """The optimizer a transformers Trainer creates for `model` under `args`: its class and arguments from the
+    public `Trainer.get_optimizer_cls_and_kwargs`, weight decay on every trainable weight but biases and norms
+    (`Trainer.get_decay_parameter_names`'s rule; tests/test_lr_schedule.py checks the groups match). SeRA builds
+    it itself to hand one optimizer, or a run-wide schedule, to each iteration's trainer (`optimizers=`)."""
+    decay = set(get_parameter_names(model, [torch.nn.LayerNorm], DECAY_EXEMPT_PATTERNS))
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for name, p in trainable if name in decay], "weight_decay": args.weight_decay},
+              {"params": [p for name, p in trainable if name not in decay], "weight_decay": 0.0}]
+    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    return optimizer_cls(groups, **optimizer_kwargs)
 
-    trainer.create_scheduler = create_scheduler
+
+DECAY_EXEMPT_PATTERNS = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
+"""Parameter names transformers' Trainer exempts from weight decay (its `get_decay_parameter_names`)."""
 
 
-def _start_optimizer_from(trainer: DPOTrainer, state: dict) -> None:
-    """Make the trainer's optimizer, once created, load `state` (the same parameters in the same groups)."""
-    create_optimizer = trainer.create_optimizer
+def _without_mixed_precision_wrapper(model: PreTrainedModel) -> None:
+    """Accelerate wraps a model's `forward` in an autocast for bf16/fp16 training and leaves it there. SeRA samples
+    and scores the policy next, and must see it as its saved weights load (a resumed run has no wrapper); the
+    model is also marked unprepared, so the next iteration's trainer prepares (and wraps) it afresh. A no-op on
+    an fp32 CPU run. (GPU path: diagnosed from accelerate's code, docs/scale.md, not yet run on a GPU.)"""
+    from accelerate.utils import extract_model_from_parallel
 
-    def create_and_load(*args, **kwargs):
-        fresh = trainer.optimizer is None
-        optimizer = create_optimizer(*args, **kwargs)
-        if fresh:
-            optimizer.load_state_dict(state)
-        return optimizer
-
-    trainer.create_optimizer = create_and_load
+    extract_model_from_parallel(model, keep_fp32_wrapper=False)
+    model.__dict__.pop("_is_accelerate_prepared", None)
 
 
 def _empty_caches() -> None:

@@ -144,7 +144,7 @@ def _build_world(config: WorldConfig, root: str | Path, *, name: str,
     if donor and _sft_options(donor["config"]) == _sft_options(asdict(config)):
         root.mkdir(parents=True, exist_ok=True)
         shutil.copytree(Path(reuse_sft) / "sft", root / "sft", dirs_exist_ok=True)
-        model = load_model(str(root / "sft"), dtype="float32")
+        model = load_model(str(root / "sft"), dtype="float32").to("cpu")
         losses, sft_seconds = [donor["sft_final_loss"]], donor["sft_seconds"]
         log(f"{name} seed {config.seed}: SFT policy copied from {Path(reuse_sft).name} (same seed and options)")
     else:
