@@ -8,7 +8,9 @@ and ``"finished"`` (False when the response hit ``max_new_tokens`` before EOS).
 response per prompt.
 
 Backends: ``hf`` (batched Hugging Face `generate`, CPU or GPU) and ``vllm`` (GPU; needs the
-``sera[vllm]`` extra). The chat template is applied when the tokenizer has one.
+``sera[vllm]`` extra). The chat template is applied when the tokenizer has one. A GGUF checkpoint
+(``gguf_file``, or `model` given as the path of a ``.gguf`` file) is de-quantised to `dtype` and
+sampled with the hf backend; the vllm backend refuses it.
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ def generate(model: str, prompts: str, output: str | Path, *, backend: str = "hf
              params: SamplingParams | None = None, batch_size: int = 16, seed: int | None = 0,
              output_format: str = "jsonl", generator: str | None = None, split: str | None = None,
              prompt_field: str | None = None, limit: int | None = None, dtype: str = "auto",
-             trust_remote_code: bool = False) -> GenerateResult:
-    """Generate responses of `model` to the prompts in `prompts` and write them to `output`."""
+             trust_remote_code: bool = False, gguf_file: str | None = None) -> GenerateResult:
+    """Generate responses of `model` to the prompts in `prompts` and write them to `output`.
+
+    `dtype`, `gguf_file` and `trust_remote_code` load the model as `sera train` does
+    (:func:`sera.models.load_model`)."""
     params = params or SamplingParams(num_samples=1, temperature=0.7, top_p=0.95, max_new_tokens=512)
     if backend not in BACKENDS:
         raise SeraInputError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -53,14 +58,20 @@ def generate(model: str, prompts: str, output: str | Path, *, backend: str = "hf
         raise SeraInputError("--top-p must be in (0, 1] and --temperature at least 0")
     if limit is not None and limit < 1:
         raise SeraInputError("--limit must be at least 1")
+    from sera.models import split_gguf
+
+    if backend == "vllm" and split_gguf(model, gguf_file)[1] is not None:
+        raise SeraInputError("--backend vllm does not load GGUF checkpoints here (vLLM's GGUF support is "
+                             "experimental and untested with sera): use --backend hf, which de-quantises the file "
+                             "to --dtype")
 
     records = load_prompts(prompts, split=split, prompt_field=prompt_field, limit=limit)
-    generator = generator or _default_generator(model)
+    generator = generator or _default_generator(model, gguf_file)
     if backend == "vllm":
         texts = _generate_vllm(model, records, params, seed=seed, dtype=dtype, trust_remote_code=trust_remote_code)
     else:
         texts = _generate_hf(model, records, params, batch_size=batch_size, seed=seed, dtype=dtype,
-                             trust_remote_code=trust_remote_code)
+                             trust_remote_code=trust_remote_code, gguf_file=gguf_file)
 
     output = Path(output)
     unfinished = sum(not finished for samples in texts for _, finished in samples)
@@ -96,12 +107,12 @@ def prompt_token_ids(tokenizer, record: PromptRecord) -> list[int]:
     return list(tokenizer(text)["input_ids"])
 
 
-def _generate_hf(model_path, records, params, *, batch_size, seed, dtype, trust_remote_code):
+def _generate_hf(model_path, records, params, *, batch_size, seed, dtype, trust_remote_code, gguf_file=None):
     from sera.generation import generate_completions
     from sera.models import load_model, load_tokenizer
 
-    tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
-    model = load_model(model_path, dtype=dtype, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code, gguf_file=gguf_file)
+    model = load_model(model_path, dtype=dtype, trust_remote_code=trust_remote_code, gguf_file=gguf_file)
     ids = [prompt_token_ids(tokenizer, record) for record in records]
     try:
         completions = generate_completions(model, tokenizer, ids, params, batch_size=batch_size, seed=seed,
@@ -134,6 +145,12 @@ def _generate_vllm(model_path, records, params, *, seed, dtype, trust_remote_cod
     return [[(o.text, o.finish_reason == "stop") for o in result.outputs] for result in results]
 
 
-def _default_generator(model: str) -> str:
-    path = Path(model)
-    return path.name if path.name else str(model)
+def _default_generator(model: str, gguf_file: str | None = None) -> str:
+    """The model directory's name, or the GGUF file's name without `.gguf` (one folder may hold several)."""
+    from sera.models import split_gguf
+
+    folder, file = split_gguf(model, gguf_file)
+    if file is not None:
+        return Path(file).name.removesuffix(".gguf")
+    path = Path(folder)
+    return path.name if path.name else str(folder)

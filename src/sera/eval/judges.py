@@ -13,7 +13,9 @@ Specs:
   ``<module>`` is an importable dotted name or a path to a ``.py`` file. Equal scores tie.
 - ``rm:<model path or hub id>`` - a sequence-classification reward model with one output;
   the prompt and response are formatted with the tokenizer's chat template when it has one,
-  else as ``prompt + "\\n" + response``. Higher score wins; equal scores tie.
+  else as ``prompt + "\\n" + response``. Higher score wins; equal scores tie. It is loaded with
+  the model options every command shares (``dtype``, ``gguf_file``, ``trust_remote_code``: `sera
+  eval`'s --dtype, --gguf-file, --trust-remote-code); the other judges load no model and refuse them.
 - ``llm:<model>@<base_url>`` - an OpenAI-compatible chat-completions endpoint
   (``POST <base_url>/chat/completions``; base_url usually ends in ``/v1``). The API key comes from
   ``SERA_JUDGE_API_KEY`` or else ``OPENAI_API_KEY`` (none: no Authorization header, as for a local
@@ -50,6 +52,8 @@ from sera.errors import SeraInputError, SeraRuntimeError
 from sera.progress import track
 
 API_KEY_VARIABLES = ("SERA_JUDGE_API_KEY", "OPENAI_API_KEY")
+MODEL_OPTIONS = ("dtype", "gguf_file", "trust_remote_code")
+"""Options that load a judge's model (the rm judge's); the same names as every command's model options."""
 
 
 class Judge(ABC):
@@ -86,11 +90,16 @@ class PointwiseJudge(Judge):
 def build_judge(spec: str, **options) -> Judge:
     """A judge from its spec string (see the module docstring). `options` go to the judge's
     constructor when it takes them (e.g. `cache`, `timeout`, `max_retries`, `backoff_base`,
-    `concurrency` for the llm judge; `batch_size`, `max_length` for the rm judge); others are ignored."""
+    `concurrency` for the llm judge; `batch_size`, `max_length` for the rm judge); others are ignored, except
+    the model-loading options (`dtype`, `gguf_file`, `trust_remote_code`), which only an rm judge takes."""
     kind, _, rest = spec.partition(":")
     if not rest:
         raise SeraInputError(f"--judge {spec!r}: expected gold:<module>:<function>, rm:<model> or "
                              "llm:<model>@<base_url>")
+    given = [name for name in MODEL_OPTIONS if options.get(name) not in (None, False)]
+    if given and kind != "rm":
+        raise SeraInputError(f"--{', --'.join(name.replace('_', '-') for name in given)}: model-loading options "
+                             f"apply to an rm: judge's model only, and a {kind} judge loads no model")
     if kind == "gold":
         return GoldJudge(spec)
     if kind == "rm":
@@ -172,18 +181,20 @@ class RewardModelJudge(PointwiseJudge):
     """`rm:<path>`: a sequence-classification reward model (one logit = the reward)."""
 
     def __init__(self, path: str, *, batch_size: int = 8, max_length: int | None = None, dtype: str = "auto",
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, gguf_file: str | None = None):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from sera.models import resolve_dtype
+        from sera.models import resolve_dtype, split_gguf
 
         self.spec = f"rm:{path}"
         self.batch_size = batch_size
+        folder, gguf_file = split_gguf(path, gguf_file)  # a .gguf path, or a folder/hub repo + --gguf-file
+        gguf = {"gguf_file": gguf_file} if gguf_file else {}
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code, **gguf)
             self.model = AutoModelForSequenceClassification.from_pretrained(
-                path, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code)
+                folder, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code, **gguf)
         except Exception as exc:
             raise SeraInputError(f"--judge rm:{path}: cannot load a sequence-classification model "
                                  f"({_first_line(exc)})") from exc
