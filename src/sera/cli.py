@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape  # a message's own [brackets] (sera[vllm], a file name) are text
 
 from sera.config import RUN, TrainConfig
 from sera.config import option_help as h
@@ -106,6 +107,7 @@ def train(
     # Baselines (docs/baselines.md)
     method: Optional[str] = _train_option("method"),
     ablation: Optional[str] = _train_option("ablation"),
+    match_budget: Optional[str] = _train_option("match_budget"),
     curri_order: Optional[str] = _train_option("curri_order"),
     spa_seed_ratio: Optional[float] = _train_option("spa_seed_ratio"),
     spa_confidence_threshold: Optional[float] = _train_option("spa_confidence_threshold"),
@@ -132,14 +134,15 @@ def train(
     merge: Optional[bool] = _train_option("merge", "--merge"),
     # Tracking
     logging_steps: Optional[int] = _train_option("logging_steps"),
+    report_to: Optional[str] = _train_option("report_to"),  # [tracking hook]
 ) -> None:
     """Align a model with SeRA (or the plain DAA) on a preference dataset."""
     from sera.config import resolve_config
-    from sera.loop import run
     from sera.report import print_summary
+    from sera.trainer import SeraTrainer
 
     overrides = {k: v for k, v in locals().items()
-                 if k not in ("config", "preset", "resume", "resolve_config", "run", "print_summary")}
+                 if k not in ("config", "preset", "resume", "resolve_config", "print_summary", "SeraTrainer")}
     if resume is not None:
         given = sorted(k for k, v in overrides.items() if v is not None)
         if given or config or preset:
@@ -147,12 +150,13 @@ def train(
                                  "a run resumes with the config.yaml it started with")
         if not (resume / "config.yaml").exists():
             raise SeraInputError(f"--resume {resume}: no config.yaml there (not a `sera train` run directory)")
-        print_summary(run(resolve_config(resume / "config.yaml", {"output_dir": str(resume)}), resume=True))
-        return
-    if overrides["output_dir"] is not None:
-        overrides["output_dir"] = str(overrides["output_dir"])
-    summary = run(resolve_config(config, overrides, preset=preset))
-    print_summary(summary)
+        args = resolve_config(resume / "config.yaml", {"output_dir": str(resume)})
+    else:
+        if overrides["output_dir"] is not None:
+            overrides["output_dir"] = str(overrides["output_dir"])
+        args = resolve_config(config, overrides, preset=preset)
+    trainer = SeraTrainer(model=args.model, args=args, train_dataset=args.dataset)
+    print_summary(trainer.train(resume=resume is not None))
 
 
 @app.command()
@@ -402,27 +406,39 @@ def demo(
                          jobs=jobs, variants=variants))
 
 
+def _click_exception_classes(name: str) -> tuple[type[BaseException], ...]:
+    """`name` from every click that typer may parse with: typer 0.2x ships its own copy (`typer._click`), whose
+    exceptions are not click's; older typer releases use click itself. Catching both keeps a typo an exit-2
+    usage message under every typer release pyproject.toml allows."""
+    classes = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            classes.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(classes)
+
+
+_USAGE_ERRORS = _click_exception_classes("ClickException")
+_ABORTS = _click_exception_classes("Abort")
+
 def main() -> None:
     """Entry point: run the app and turn SeRA's errors into exit codes without tracebacks."""
     try:
         code = app(standalone_mode=False)
     except SeraInputError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except SeraRuntimeError as exc:
-        console.print(f"[bold red]failed:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]failed:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         code = INTERRUPTED
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+    except _USAGE_ERRORS as exc:  # click's usage errors (unknown option, bad value, ...) carry their own exit code
+        exc.show()
+        sys.exit(exc.exit_code)
+    except _ABORTS:
+        sys.exit(1)
     if code == INTERRUPTED:
         console.print("[bold red]interrupted[/]: outputs written so far are complete; "
                       "a `sera train` run continues with --resume OUT", highlight=False, soft_wrap=True)

@@ -38,8 +38,10 @@ LORA = "LoRA"
 
 
 @dataclass
-class TrainConfig:
-    """Options of a SeRA (or plain DAA) run. Defaults follow the paper where it is explicit."""
+class SeraConfig:
+    """Options of a SeRA (or plain DAA) run. Defaults follow the paper where it is explicit.
+
+    The public name (`from sera import SeraConfig`); `TrainConfig` is the same class under its old name."""
 
     # What to train on
     model: str = _opt(None, "SFT model: a local directory or a hub id. It is also the fixed reference.", panel=RUN)
@@ -104,6 +106,11 @@ class TrainConfig:
                               "there, so ties are broken by id).", panel=ALGORITHM)
 
     # Baselines (docs/baselines.md)
+    match_budget: str | None = _opt(None, "method=daa: a finished SeRA run directory; train the plain DAA for as many "
+                                          "optimiser steps as it took (same data, hold-out and schedule, checked), "
+                                          "to ask whether self-review beats just training longer. summary.json "
+                                          "records both budgets; `sera report RUN BASELINE` compares them.",
+                                    panel=BASELINES)
     curri_order: str = _opt("per-prompt", "curri-dpo: curriculum order. `per-prompt` (Curri-DPO): each prompt's pairs "
                                           "ranked by rating gap, rank r of every prompt in the same stage; `global`: "
                                           "all pairs by rating gap, cut into `iterations` equal stages.",
@@ -182,8 +189,8 @@ class TrainConfig:
                                   "`tensorboard`, `wandb`, `trackio`, `mlflow`, `all` (every one of these installed) "
                                   "or a comma-separated list. One tracker run per `sera train` run: the trainers' logs "
                                   "at run-wide steps, each iteration's record under sera/, IRM histograms; output "
-                                  "under the run directory (docs/tracking.md). Each is an extra: sera[wandb].",
-                          panel=TRACKING)
+                                  "under the run directory (docs/tracking.md). Each tracker is an extra of sera of "
+                                  "the same name.", panel=TRACKING)
     seed: int = _opt(42, "Seed for shuffling, sampling and subset choice.", panel=RUN)
 
     # Engine
@@ -215,7 +222,7 @@ class TrainConfig:
     skip_invalid: bool = _opt(False, "Skip malformed dataset rows (counted in summary.json) instead of stopping.",
                               panel=DATA)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> "SeraConfig":
         for name in ("model", "dataset", "output_dir"):
             if not getattr(self, name):
                 raise SeraInputError(f"--{name.replace('_', '-')} is required (on the command line or in the recipe)")
@@ -262,17 +269,23 @@ class TrainConfig:
         _check(0.0 <= self.spa_label_smoothing < 0.5, "--spa-label-smoothing must be in [0, 0.5)")
         _check(0.0 <= self.spa_smooth_lowest <= 1.0, "--spa-smooth-lowest must be in [0, 1]")
         _check(self.method == "sera" or self.ablation == "none", "--ablation applies to --method sera only")
+        _check(self.match_budget is None or self.method == "daa", "--match-budget applies to --method daa only")
         _check(self.ablation == "none" or _ablation_consistent(self),
                f"--ablation {self.ablation}: contradicted by --selection/--bootstrap/--ensemble-gamma")
         _check_spec(self.bootstrap_labeller, ("implicit", "likelihood"), ("blend:", "judge:"), "--bootstrap-labeller")
         _check_spec(self.guard, ("none", "irm"), ("judge:",), "--guard")
-        __import__("sera.tracking").tracking.check_trackers(self.report_to)  # [tracking hook] exit 2 if not installed
+        from sera.tracking import check_trackers  # [tracking hook]: exit 2, before any work, if one is not installed
+
+        check_trackers(self.report_to)
         if self.guard != "none" and self.validation_ratio == 0:
             raise SeraInputError("--guard needs held-out pairs: set --validation-ratio > 0")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+TrainConfig = SeraConfig
 
 
 def option_help(name: str) -> str:
