@@ -20,6 +20,9 @@ Rows (each one `sera train` run, DPO loss, same data, T, learning rate and batch
   recommended-one-run  the same + --lr-schedule run --carry-optimizer   the second recommended preset
   likelihood-all-pairs --bootstrap-labeller likelihood --no-selection + one optimiser run (see docs/self-review.md)
   preset        --preset recommended                            whatever the recommended preset is now
+  dpo-matched   --method daa --match-budget <the preset run of the same beta and seed>
+                                                                plain DPO for as many optimiser steps as that run
+                                                                took (issue 18: the equal-budget baseline)
 
 beta: every row is trained at every --betas value on the first seed; per row, the beta whose model scores the
 highest mean gold on the VALIDATION prompts is kept, and the other seeds run at that beta only. The test
@@ -32,6 +35,8 @@ iteration.
     python benchmarks/instruction_world.py --quick --betas 0.1 --seeds 0   # pipeline check, minutes
     python benchmarks/instruction_world.py                                 # CPU size, ~1 h on 2 cores
     python benchmarks/instruction_world.py --gpu                           # every question, T = 3
+    python benchmarks/instruction_world.py --size cpu-wide --rows dpo,preset,dpo-matched --betas 0.3 \
+        --seeds 0,1,2,3                       # >= 200 test prompts, T = 3, DPO at 3 epochs and at equal budget
 
 Results (rewritten after every run, so a cut-off run still leaves numbers) go to
 benchmarks/results/instruction-world[-quick|-gpu].json; runs already finished in --work-dir are reused.
@@ -75,7 +80,11 @@ ROWS: dict[str, list[str]] = {
     "likelihood-all-pairs": ["--method", "sera", "--bootstrap-labeller", "likelihood", "--no-selection",
                              "--lr-schedule", "run", "--carry-optimizer"],
     "preset": ["--preset", "recommended"],  # whatever the recommended preset is now
+    # plain DPO at the budget of the `preset` run with the same beta and seed (`--match-budget`, issue 18)
+    "dpo-matched": ["--method", "daa"],
 }
+MATCHED = {"dpo-matched": "preset"}
+"""Rows trained with `--match-budget` on the run of another row (same beta and seed); that row runs first."""
 
 SIZES = {
     # ~2/3 of the train prompts yield a pair (the rest: every candidate has the same gold)
@@ -86,13 +95,21 @@ SIZES = {
     # every question: 32 validation, 96 test, the other 97 x 4 constraint sets (388 prompts) for training
     "gpu": dict(train_prompts=10 ** 6, val_prompts=32, test_prompts=96, prompts_per_question=4, offline_samples=4,
                 iterations=3, max_new_tokens=96, num_samples=4, max_bootstrap_prompts=10 ** 6),
+    # issue 18 part 6, fixed before any run: a test set where one prompt weighs < 0.5% (104 test questions x 2
+    # constraint sets = 208 prompts), no validation prompts (beta is fixed, not tuned), T = 3 so that plain DPO
+    # trains 3 epochs; to fit 4 seeds x 3 rows on a shared 2-core CPU: 128 training prompts (2 per question,
+    # from 64 questions) and bootstrapping on at most 16 prompts per iteration. The same for every row.
+    "cpu-wide": dict(train_prompts=128, val_prompts=0, test_prompts=208, test_prompts_per_question=2,
+                     prompts_per_question=2, offline_samples=2, iterations=3, max_new_tokens=40, num_samples=4,
+                     max_bootstrap_prompts=16),
 }
 
 
 def main() -> None:
     args = parse_args()
-    size = dict(SIZES["gpu" if args.gpu else "quick" if args.quick else "cpu"])
-    suffix = "-gpu" if args.gpu else "-quick" if args.quick else ""
+    size_name = args.size or ("gpu" if args.gpu else "quick" if args.quick else "cpu")
+    size = dict(SIZES[size_name])
+    suffix = "" if size_name == "cpu" else f"-{size_name}"
     work = Path(args.work_dir or f"/tmp/sera-bench-if{suffix}")
     work.mkdir(parents=True, exist_ok=True)
     output = Path(args.output or REPO / "benchmarks" / "results" / f"instruction-world{suffix}.json")
@@ -103,6 +120,13 @@ def main() -> None:
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         raise SystemExit(f"--rows: unknown {unknown}; choose from {list(ROWS)}")
+    missing = [f"{row} needs {MATCHED[row]}" for row in rows if row in MATCHED and MATCHED[row] not in rows]
+    if missing:
+        raise SystemExit(f"--rows: {'; '.join(missing)} (its budget is matched to that row's run)")
+    if size["val_prompts"] == 0 and len(betas) > 1:
+        raise SystemExit("--size " + size_name + " has no validation prompts: give one --betas value")
+    # a matched row runs after the run whose budget it matches (the thread pool starts jobs in this order)
+    rows = [r for r in rows if r not in MATCHED] + [r for r in rows if r in MATCHED]
 
     results = {"benchmark": "instruction_world", "command": "python " + " ".join(map(shlex.quote, sys.argv)),
                "size": suffix.strip("-") or "cpu", "settings": {**size, "betas": betas, "seeds": seeds,
@@ -130,23 +154,40 @@ def main() -> None:
     results["seconds"]["sft_eval"] = time.perf_counter() - start
     save()
 
+    import threading
+
+    finished: dict[str, threading.Event] = {}
+
     def train_and_evaluate(row: str, beta: float, seed: int) -> tuple[str, dict]:
         name = f"{row}-b{beta:g}-s{seed}"
-        return name, run_one(row, beta, seed, name, model_dir, world, work, size, args, sft_outputs)
+        try:
+            if row in MATCHED:  # its target was queued first, so it is running or done: wait for it
+                finished[f"{MATCHED[row]}-b{beta:g}-s{seed}"].wait()
+            return name, run_one(row, beta, seed, name, model_dir, world, work, size, args, sft_outputs)
+        finally:
+            finished[name].set()
 
-    first = [(row, beta, seeds[0]) for row in rows for beta in betas]
-    for name, record in parallel(train_and_evaluate, first, args.workers):
-        results["runs"][name] = record
+    def run_all(jobs: list[tuple]) -> None:
+        finished.update({f"{r}-b{b:g}-s{s}": threading.Event() for r, b, s in jobs})
+        for name, record in parallel(train_and_evaluate, jobs, args.workers):
+            results["runs"][name] = record
+            save()
+
+    if len(betas) == 1:  # nothing to tune: every seed at once, two seeds at a time so that a cut-off run
+        chosen = {row: betas[0] for row in rows}  # still leaves whole seeds (targets before matched rows)
+        results["chosen_beta"] = chosen
+        run_all([(row, betas[0], seed) for pair in (seeds[i:i + 2] for i in range(0, len(seeds), 2))
+                 for row in rows for seed in pair])
+    else:
+        run_all([(row, beta, seeds[0]) for row in rows for beta in betas])
+        chosen = {row: max(betas, key=lambda b: results["runs"][f"{row}-b{b:g}-s{seeds[0]}"]["val"]["mean_gold"])
+                  for row in rows if row not in MATCHED}
+        chosen.update({row: chosen[MATCHED[row]] for row in rows if row in MATCHED})  # the beta it is matched at
+        results["chosen_beta"] = chosen
         save()
-    chosen = {row: max(betas, key=lambda b: results["runs"][f"{row}-b{b:g}-s{seeds[0]}"]["val"]["mean_gold"])
-              for row in rows}
-    results["chosen_beta"] = chosen
-    save()
-    rest = [(row, chosen[row], seed) for seed in seeds[1:] for row in rows]
-    for name, record in parallel(train_and_evaluate, rest, args.workers):
-        results["runs"][name] = record
-        save()
+        run_all([(row, chosen[row], seed) for seed in seeds[1:] for row in rows])
     results["table"] = summarise(results["runs"], rows, chosen, seeds)
+    results["comparisons"] = compare(results["runs"], rows, chosen, seeds)
     results["seconds"]["total"] = sum(v for k, v in results["seconds"].items() if k != "total") + sum(
         r["seconds"] for r in results["runs"].values())
     save()
@@ -158,6 +199,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tiny size that checks the pipeline")
     parser.add_argument("--gpu", action="store_true", help="the whole question set, T = 3 (for a GPU)")
+    parser.add_argument("--size", choices=list(SIZES), default=None,
+                        help="a size by name (cpu-wide: 208 test prompts, T = 3, fixed beta); overrides --quick/--gpu")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {list(ROWS)}")
     parser.add_argument("--betas", default="0.1,0.3", help="beta grid, tuned per row on validation (first seed)")
     parser.add_argument("--seeds", default="0,1", help="training seeds; the first one tunes beta")
@@ -207,15 +250,17 @@ def build_world(root: Path, model_dir: Path, size: dict, args) -> dict:
     questions = load_questions()
     rng.shuffle(questions)
     n_val, n_test = size["val_prompts"], size["test_prompts"]
-    split = {"test": questions[:n_test], "val": questions[n_test:n_test + n_val],
-             "train": questions[n_test + n_val:]}
+    per_test = size.get("test_prompts_per_question", 1)
+    n_test_questions = -(-n_test // per_test)
+    split = {"test": questions[:n_test_questions], "val": questions[n_test_questions:n_test_questions + n_val],
+             "train": questions[n_test_questions + n_val:]}
 
     def prompts_of(name: str, per_question: int, limit: int) -> list[dict]:
         made = [{"id": f"{name}-{i:04d}-{k}", "prompt": make_prompt(q, sample_constraints(rng))}
                 for i, q in enumerate(split[name]) for k in range(per_question)]
         return made[:limit]
 
-    prompts = {"test": prompts_of("test", 1, n_test), "val": prompts_of("val", 1, n_val),
+    prompts = {"test": prompts_of("test", per_test, n_test), "val": prompts_of("val", 1, n_val),
                "train": prompts_of("train", size["prompts_per_question"], size["train_prompts"])}
     for name in ("val", "test"):
         write_jsonl(root / f"{name}.jsonl", prompts[name])
@@ -336,6 +381,9 @@ def run_one(row: str, beta: float, seed: int, name: str, model_dir: Path, world:
                                                      "mean_score_baseline") if k in report},
               "iterations": self_review_digest(out, world, size["iterations"]),
               "final_iterate": summary.get("final_iterate"), "warnings": summary.get("warnings", []),
+              "budget": summary.get("budget"),
+              "val_irm_accuracy": [it.get("val_irm_accuracy") for it in summary.get("iterations", [])],
+              "test_gold_per_prompt": per_prompt_gold(outputs["test"]),
               "train_seconds": train_seconds, "seconds": time.perf_counter() - start}
     write_json(record_path, record)
     print(f"{name}: val gold {record['val']['mean_gold']:.3f}, test gold {record['test']['mean_gold']:.3f}, "
@@ -352,7 +400,8 @@ def train_command(row: str, beta: float, seed: int, model_dir: Path, world: dict
             "--max-length", str(160 + size["max_new_tokens"]), "--seed", str(seed), "--logging-steps", "5",
             "--num-samples", str(size["num_samples"]), "--max-new-tokens", str(size["max_new_tokens"]),
             "--max-bootstrap-prompts", str(size["max_bootstrap_prompts"]), "--scoring-batch-size", "16",
-            "--generation-batch-size", "32"]
+            "--generation-batch-size", "32",
+            *(["--match-budget", str(out.parent / out.name.replace(row, MATCHED[row], 1))] if row in MATCHED else [])]
 
 
 def generate_outputs(model: Path, world: dict, folder: Path, size: dict, name: str, workers: int = 1) -> dict:
@@ -388,9 +437,17 @@ def score_outputs(rows: list[dict]) -> dict:
     for row in rows:
         for kind, met in constraint_results(row["prompt"], row["output"]).items():
             per_kind.setdefault(kind, []).append(met)
+    if not rows:
+        return {"n": 0, "mean_gold": None, "mean_chars": None, "compliance": {}}
     return {"n": len(rows), "mean_gold": float(np.mean([gold_reward(r["prompt"], r["output"]) for r in rows])),
             "mean_chars": float(np.mean([len(r["output"]) for r in rows])),
             "compliance": {k: float(np.mean(v)) for k, v in sorted(per_kind.items())}}
+
+
+def per_prompt_gold(rows: list[dict]) -> dict[str, float]:
+    from sera.worlds.instructions import gold_reward
+
+    return {str(r["id"]): gold_reward(r["prompt"], r["output"]) for r in rows}
 
 
 def self_review_digest(out: Path, world: dict, iterations: int) -> list[dict]:
@@ -445,6 +502,54 @@ def summarise(runs: dict, rows: list[str], chosen: dict, seeds: list[int]) -> di
     return table
 
 
+def paired_stats(diffs: list[float], tie: float = 0.005) -> dict:
+    """Mean, standard error over seeds, a t-based 95% CI (paired by seed) and wins / ties / losses (|d| < tie)."""
+    from scipy import stats
+
+    d = np.asarray(diffs, dtype=float)
+    n = len(d)
+    out = {"n_seeds": n, "per_seed": d.tolist(), "mean": float(d.mean()) if n else None,
+           "wins": int((d >= tie).sum()), "ties": int((np.abs(d) < tie).sum()), "losses": int((d <= -tie).sum())}
+    if n >= 2:
+        se = float(d.std(ddof=1) / np.sqrt(n))
+        half = float(stats.t.ppf(0.975, n - 1) * se)
+        out.update(se=se, ci95_t=[out["mean"] - half, out["mean"] + half],
+                   beyond_noise=bool(out["mean"] - half > 0 or out["mean"] + half < 0))
+    return out
+
+
+def prompt_bootstrap(a: list[dict], b: list[dict], reps: int = 10000, seed: int = 0) -> dict:
+    """A second view: resample test prompts (the same draw for every seed) and average a - b over seeds, paired by
+    prompt and seed; a 95% percentile CI. It counts prompt noise only; the t CI over seeds counts seed noise."""
+    ids = sorted(set.intersection(*[set(x) for x in a + b]))
+    diff = np.array([[x[i] - y[i] for i in ids] for x, y in zip(a, b)])  # seeds x prompts
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(ids), size=(reps, len(ids)))
+    means = diff[:, draws].mean(axis=(0, 2))
+    return {"n_prompts": len(ids), "mean": float(diff.mean()),
+            "ci95_prompt_bootstrap": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]}
+
+
+def compare(runs: dict, rows: list[str], chosen: dict, seeds: list[int]) -> dict:
+    """Every non-DPO row against each DPO row (3 epochs; equal budget), paired by seed: test gold difference."""
+    result = {}
+    for row in rows:
+        for base in ("dpo", "dpo-matched"):
+            if row in ("dpo", "dpo-matched") or base not in rows:
+                continue
+            pairs = [(runs[f"{row}-b{chosen[row]:g}-s{s}"], runs[f"{base}-b{chosen[base]:g}-s{s}"]) for s in seeds
+                     if f"{row}-b{chosen[row]:g}-s{s}" in runs and f"{base}-b{chosen[base]:g}-s{s}" in runs]
+            if not pairs:
+                continue
+            entry = paired_stats([x["test"]["mean_gold"] - y["test"]["mean_gold"] for x, y in pairs])
+            entry["seeds"] = [x["seed"] for x, _ in pairs]
+            if all("test_gold_per_prompt" in x and "test_gold_per_prompt" in y for x, y in pairs):
+                entry.update(prompt_bootstrap([x["test_gold_per_prompt"] for x, _ in pairs],
+                                              [y["test_gold_per_prompt"] for _, y in pairs]))
+            result[f"{row} - {base}"] = entry
+    return result
+
+
 def print_table(results: dict) -> None:
     sft = results["sft"]["test"]
     print(f"SFT: test gold {sft['mean_gold']:.3f}, {sft['mean_chars']:.0f} chars")
@@ -455,6 +560,12 @@ def print_table(results: dict) -> None:
         print(f"{row:12s} beta {entry['beta']:<5g} test gold {entry['mean_test_gold']:.3f}  win vs SFT "
               f"{entry['mean_win_rate']:.3f}  chars {np.mean(entry['mean_chars']):.0f}"
               + (f"  minus DPO {np.mean(diff):+.3f} (per seed {', '.join(f'{d:+.3f}' for d in diff)})" if diff else ""))
+    for name, c in results.get("comparisons", {}).items():
+        ci = c.get("ci95_t")
+        print(f"{name}: {c['mean']:+.4f}" + (f" ± {c['se']:.4f} (SE), 95% t CI [{ci[0]:+.4f}, {ci[1]:+.4f}]"
+                                              if ci else "") + f", W/T/L {c['wins']}/{c['ties']}/{c['losses']}"
+              + (f", prompt-bootstrap CI [{c['ci95_prompt_bootstrap'][0]:+.4f}, {c['ci95_prompt_bootstrap'][1]:+.4f}]"
+                 if "ci95_prompt_bootstrap" in c else ""))
 
 
 # ------------------------------------------------------------------------------------------- plumbing
