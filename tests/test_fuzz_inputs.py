@@ -186,7 +186,8 @@ def valid_row(draw, schema: str, i: int, *, explicit_id: bool, variant: int) -> 
         if variant:  # trl-lib's variant: the message lists hold the replies, the prompt is its own column
             value = {"prompt": question, "chosen": [msg("assistant", good)], "rejected": [msg("assistant", bad)]}
         else:
-            value = {"prompt": question, "prompt_id": f"pid{i}", "chosen": [msg("user", question), msg("assistant", good)],
+            value = {"prompt": question, "prompt_id": f"pid{i}",
+                     "chosen": [msg("user", question), msg("assistant", good)],
                      "rejected": [msg("user", question), msg("assistant", bad)]}
     elif schema == "ultrafeedback":
         value = {"instruction": question, "completions": [
@@ -272,7 +273,8 @@ def fault(draw, schema: str, row: Row) -> Row:
                                                      name, typed=False))
             options.append(lambda name=name: invalid(row, (name, -1, "role"), "user", name))
         options.append(lambda: invalid(row, ("chosen", -1, "content"),
-                                       with_surrogate(value["chosen"][-1]["content"], surrogate), "chosen", typed=False))
+                                       with_surrogate(value["chosen"][-1]["content"], surrogate), "chosen",
+                                       typed=False))
         if len(value["chosen"]) == 1:  # replies only: the prompt column is required
             options.append(lambda: invalid(row, ("prompt",), draw(st.sampled_from([..., None, ""])), "prompt"))
         else:

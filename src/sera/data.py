@@ -197,7 +197,7 @@ def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
                 try:
                     rows.append((number, json.loads(line)))
                 except JSON_ERRORS as exc:
-                    rows.append((number, _Malformed(f"malformed JSON ({json_error(exc)})")))
+                    rows.append((number, _Malformed(f"malformed JSON ({json_error(exc, one_line=True)})")))
     except _GZIP_ERRORS as exc:
         raise SeraInputError(f"{path}: cannot read ({exc})") from exc
     return rows

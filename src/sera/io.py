@@ -119,10 +119,11 @@ JSON_ERRORS = (ValueError, RecursionError)
 limit) and RecursionError (nesting deeper than the interpreter's stack)."""
 
 
-def json_error(exc: BaseException) -> str:
-    """Why `json.loads` refused a text (one of :data:`JSON_ERRORS`), in a few words."""
+def json_error(exc: BaseException, *, one_line: bool = False) -> str:
+    """Why `json.loads` refused a text (one of :data:`JSON_ERRORS`), in a few words; `one_line`: the text was
+    one line of a JSONL file (its column, no line number)."""
     if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        return f"{exc.msg}: column {exc.colno}" if one_line else f"{exc.msg}: line {exc.lineno} column {exc.colno}"
     if isinstance(exc, RecursionError):
         return "nested too deeply"
     return "a number with too many digits"

@@ -16,7 +16,7 @@ from typing import Any
 from sera.errors import SeraInputError
 from sera.eval.judges import Judge, build_judge
 from sera.eval.winrate import summarize
-from sera.io import write_json
+from sera.io import JSON_ERRORS, has_lone_surrogate, json_error, preview, read_utf8, undecodable_column, write_json
 
 
 def load_outputs(path: str | Path) -> dict[Any, dict]:
@@ -27,15 +27,18 @@ def load_outputs(path: str | Path) -> dict[Any, dict]:
     if path.suffix.lower() == ".json":
         return _load_alpaca_json(path)
     rows: dict[Any, dict] = {}
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             where = f"{path}:{number}"
+            column = undecodable_column(line)
+            if column is not None:
+                raise SeraInputError(f"{where}: not valid UTF-8 (a byte at column {column})")
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SeraInputError(f"{where}: not valid JSON ({exc.msg})") from exc
+            except JSON_ERRORS as exc:
+                raise SeraInputError(f"{where}: not valid JSON ({json_error(exc, one_line=True)})") from exc
             if not isinstance(row, dict):
                 raise SeraInputError(f"{where}: expected a JSON object")
             for name in ("id", "prompt", "output"):
@@ -46,10 +49,13 @@ def load_outputs(path: str | Path) -> dict[Any, dict]:
             for name in ("prompt", "output"):
                 if not isinstance(row[name], str):
                     raise SeraInputError(f"{where}: field {name!r} must be a string")
+            _check_text(row, ("id", "prompt", "output"), where)
             sample = row.get("sample", 0)
+            if not isinstance(sample, int) or isinstance(sample, bool) or sample < 0:
+                raise SeraInputError(f"{where}: field 'sample' must be a non-negative integer")
             key = (str(row["id"]), sample) if sample else str(row["id"])
             if key in rows:
-                raise SeraInputError(f"{where}: duplicate id {row['id']!r}"
+                raise SeraInputError(f"{where}: duplicate id {preview(row['id'])}"
                                      + (f" (sample {sample})" if sample else ""))
             rows[key] = {**row, "_where": where}
     if not rows:
@@ -59,9 +65,9 @@ def load_outputs(path: str | Path) -> dict[Any, dict]:
 
 def _load_alpaca_json(path: Path) -> dict[Any, dict]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SeraInputError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+        data = json.loads(read_utf8(path))
+    except JSON_ERRORS as exc:
+        raise SeraInputError(f"{path}: not valid JSON ({json_error(exc)})") from exc
     if not isinstance(data, list) or not data:
         raise SeraInputError(f"{path}: expected a non-empty JSON list of {{'instruction', 'output'}} objects")
     rows: dict[Any, dict] = {}
@@ -72,12 +78,25 @@ def _load_alpaca_json(path: Path) -> dict[Any, dict]:
         for name in ("instruction", "output"):
             if not isinstance(row.get(name), str):
                 raise SeraInputError(f"{where}: missing or non-string field {name!r}")
+        _check_text(row, ("instruction", "output"), where)
         key = str(row.get("id", row["instruction"]))
         if key in rows:
             raise SeraInputError(f"{where}: duplicate instruction (pairing key) {key[:60]!r}")
         rows[key] = {"id": row.get("id", index), "prompt": row["instruction"], "output": row["output"],
                      "generator": row.get("generator"), "_where": where}
     return rows
+
+
+def _check_text(row: dict, names: tuple[str, ...], where: str) -> None:
+    """Refuse a lone surrogate (JSON's "\\ud800" escapes decode to one: no judge's tokenizer and no UTF-8 report
+    takes it) and a `generator` that is not a string (the report names it)."""
+    generator = row.get("generator")
+    if generator is not None and not isinstance(generator, str):
+        raise SeraInputError(f"{where}: field 'generator' must be a string")
+    for name in (*names, "generator"):
+        if isinstance(row.get(name), str) and has_lone_surrogate(row[name]):
+            raise SeraInputError(f"{where}: field {name!r} holds a lone surrogate (an unpaired \\ud800-\\udfff "
+                                 "escape), which is not valid Unicode")
 
 
 def evaluate(candidate: str | Path, baseline: str | Path, judge: str | Judge, *, output: str | Path | None = None,
@@ -91,7 +110,7 @@ def evaluate(candidate: str | Path, baseline: str | Path, judge: str | Judge, *,
                              f"{_preview(cand)} vs {_preview(base)}); generate both from the same prompts")
     for key in keys:
         if cand[key]["prompt"].strip() != base[key]["prompt"].strip():
-            raise SeraInputError(f"id {cand[key]['id']!r}: the prompts differ between {cand[key]['_where']} and "
+            raise SeraInputError(f"id {preview(cand[key]['id'])}: the prompts differ between {cand[key]['_where']} and "
                                  f"{base[key]['_where']}; the files come from different prompt sets")
     if isinstance(judge, str):
         judge = build_judge(judge, **judge_options)
@@ -162,4 +181,4 @@ def _generator(rows: dict) -> str | None:
 
 
 def _preview(rows: dict) -> str:
-    return ", ".join(repr(row["id"]) for row in list(rows.values())[:3])
+    return ", ".join(preview(row["id"]) for row in list(rows.values())[:3])

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sera.errors import SeraInputError
+from sera.io import JSON_ERRORS, has_lone_surrogate, json_error, preview, read_utf8, undecodable_column
 
 _ID_FIELDS = ("id", "prompt_id", "question_id", "idx")
 _HH_ASSISTANT = "\n\nAssistant:"
@@ -70,8 +71,10 @@ def load_prompts(source: str | Path, *, split: str | None = None, prompt_field: 
     seen: dict[str, int] = {}
     for index, record in enumerate(records):
         key = str(record.id)
+        if has_lone_surrogate(key):
+            raise SeraInputError(f"{where(index)}: the id field holds a lone surrogate (not valid Unicode)")
         if key in seen:
-            raise SeraInputError(f"{where(index)}: duplicate id {record.id!r} (first at {where(seen[key])}); "
+            raise SeraInputError(f"{where(index)}: duplicate id {preview(record.id)} (first at {where(seen[key])}); "
                                  "outputs are paired by id, so ids must be unique")
         seen[key] = index
     return records
@@ -83,20 +86,23 @@ def _read_file(path: Path):
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         rows = []
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
             lines = [(number, line) for number, line in enumerate(handle, start=1) if line.strip()]
         for number, line in lines:
+            column = undecodable_column(line)
+            if column is not None:
+                raise SeraInputError(f"{path}:{number}: not valid UTF-8 (a byte at column {column})")
             try:
                 rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise SeraInputError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+            except JSON_ERRORS as exc:
+                raise SeraInputError(f"{path}:{number}: not valid JSON ({json_error(exc, one_line=True)})") from exc
         numbers = [number for number, _ in lines]
         return rows, lambda index: f"{path}:{numbers[index]}"
     if suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise SeraInputError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+            data = json.loads(read_utf8(path))
+        except JSON_ERRORS as exc:
+            raise SeraInputError(f"{path}: not valid JSON ({json_error(exc)})") from exc
         if isinstance(data, dict):  # {"prompts": [...]} or a columnar {"prompt": [...], ...}
             lists = {k: v for k, v in data.items() if isinstance(v, list)}
             if len(lists) == 1 and len(data) == 1:
@@ -108,8 +114,9 @@ def _read_file(path: Path):
             raise SeraInputError(f"{path}: expected a JSON list of prompts or of objects")
         return data, lambda index: f"{path}: item {index}"
     if suffix == ".txt":
-        lines = [(number, line.rstrip("\n")) for number, line in
-                 enumerate(path.read_text(encoding="utf-8").splitlines(), start=1) if line.strip()]
+        # lines end at \n, \r\n or \r only (str.splitlines would also cut at a form feed, U+2028, ...)
+        text = read_utf8(path).replace("\r\n", "\n").replace("\r", "\n")
+        lines = [(number, line) for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
         return [line for _, line in lines], lambda index: f"{path}:{lines[index][0]}"
     if suffix in (".csv", ".parquet"):
         from datasets import load_dataset
@@ -184,7 +191,8 @@ def _parse_row(row: Any, index: int, where, prompt_field: str | None) -> PromptR
     if not isinstance(row, dict):
         raise SeraInputError(f"{where(index)}: expected a string or an object, got {type(row).__name__}")
 
-    extra = {"dataset": row["dataset"]} if isinstance(row.get("dataset"), str) else {}
+    extra = {"dataset": _text(row["dataset"], f"{where(index)}: field 'dataset'")} \
+        if isinstance(row.get("dataset"), str) else {}
     if prompt_field is not None:
         if prompt_field not in row:
             raise SeraInputError(f"{where(index)}: missing field {prompt_field!r}")
@@ -193,9 +201,10 @@ def _parse_row(row: Any, index: int, where, prompt_field: str | None) -> PromptR
         turns = row["turns"]
         if not isinstance(turns, list) or not turns:
             raise SeraInputError(f"{where(index)}: field 'turns' must be a non-empty list of strings")
-        return _record(row["question_id"], turns[0], f"{where(index)}: field 'turns'", extra)
+        return _record(_id_field(row, "question_id", where(index)), turns[0], f"{where(index)}: field 'turns'", extra)
     if "Instruction" in row:  # Evol-Instruct test set
-        return _record(row.get("idx", _row_id(row, index)), row["Instruction"],
+        record_id = _id_field(row, "idx", where(index)) if "idx" in row else _row_id(row, index)
+        return _record(record_id, row["Instruction"],
                        f"{where(index)}: field 'Instruction'", extra)
     if "instruction" in row:  # AlpacaEval (and Alpaca-style instruction/input)
         text = row["instruction"]
@@ -208,7 +217,8 @@ def _parse_row(row: Any, index: int, where, prompt_field: str | None) -> PromptR
         messages = _prompt_from_chosen(row["chosen"], f"{where(index)}: field 'chosen'")
         return _record(_row_id(row, index), messages, f"{where(index)}: field 'chosen'", extra)
     raise SeraInputError(f"{where(index)}: missing the prompt field (expected one of 'prompt', 'instruction', "
-                         f"'Instruction', 'turns' with 'question_id', or 'chosen'; found {', '.join(row) or 'none'})")
+                         f"'Instruction', 'turns' with 'question_id', or 'chosen'; found "
+                         f"{preview(', '.join(map(str, row))) if row else 'none'})")
 
 
 def _row_id(row: dict, index: int) -> Any:
@@ -219,13 +229,30 @@ def _row_id(row: dict, index: int) -> Any:
     return index
 
 
+def _id_field(row: dict, name: str, where: str) -> Any:
+    """The id a format names (Vicuna's `question_id`, Evol-Instruct's `idx`): a string or an integer, as `sera
+    eval` pairs outputs by it."""
+    value = row[name]
+    if not isinstance(value, (int, str)) or isinstance(value, bool) or value == "":
+        raise SeraInputError(f"{where}: field {name!r} must be a string or an integer")
+    return value
+
+
+def _text(text: str, where: str) -> str:
+    if has_lone_surrogate(text):  # JSON's "\\ud800" escapes decode to one; no tokenizer or UTF-8 file takes it
+        raise SeraInputError(f"{where}: holds a lone surrogate (an unpaired \\ud800-\\udfff escape), "
+                             "which is not valid Unicode")
+    return text
+
+
 def _record(record_id: Any, prompt: Any, where: str, extra: dict | None = None) -> PromptRecord:
     if isinstance(prompt, str):
         if not prompt.strip():
             raise SeraInputError(f"{where}: empty prompt")
+        _text(prompt, where)
         return PromptRecord(record_id, prompt, [{"role": "user", "content": prompt}], extra or {})
     if isinstance(prompt, list) and prompt and all(_is_message(m) for m in prompt):
-        messages = [{"role": m["role"], "content": m["content"]} for m in prompt]
+        messages = [{"role": _text(m["role"], where), "content": _text(m["content"], where)} for m in prompt]
         while messages and messages[-1]["role"] == "assistant":
             messages.pop()  # a trailing assistant turn is a response, not part of the prompt
         users = [m["content"] for m in messages if m["role"] == "user"]
