@@ -238,10 +238,18 @@ def eval_(
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="A `sera train` output directory.")) -> None:
-    """Summarise a finished run: iterations, self-review diagnostics, warnings; plots to OUT/report.png."""
-    from sera.report import report_run
+def report(run_dir: Path = typer.Argument(..., help="A `sera train` output directory."),
+           other: Optional[Path] = typer.Argument(None, help="A second run to put beside RUN_DIR, e.g. the plain DAA "
+                                                  "at its budget (`sera train --method daa --match-budget RUN_DIR`)."),
+           ) -> None:
+    """Summarise a finished run: iterations, self-review diagnostics, warnings; plots to OUT/report.png.
+    With two runs (A B): side by side, budget, held-out IRM accuracy per iteration, the other diagnostics and
+    warnings (nothing written)."""
+    from sera.report import report_pair, report_run
 
+    if other is not None:
+        report_pair(run_dir, other)
+        return
     console.print(f"plots: {report_run(run_dir)}", highlight=False)
 
 
