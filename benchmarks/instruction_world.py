@@ -97,10 +97,11 @@ SIZES = {
                 iterations=3, max_new_tokens=96, num_samples=4, max_bootstrap_prompts=10 ** 6),
     # issue 18 part 6, fixed before any run: a test set where one prompt weighs < 0.5% (104 test questions x 2
     # constraint sets = 208 prompts), no validation prompts (beta is fixed, not tuned), T = 3 so that plain DPO
-    # trains 3 epochs; to fit 4 seeds x 3 rows on a shared 2-core CPU: 128 training prompts (2 per question,
-    # from 64 questions) and bootstrapping on at most 16 prompts per iteration. The same for every row.
-    "cpu-wide": dict(train_prompts=128, val_prompts=0, test_prompts=208, test_prompts_per_question=2,
-                     prompts_per_question=2, offline_samples=2, iterations=3, max_new_tokens=40, num_samples=4,
+    # trains 3 epochs; to fit 4 seeds x 3 rows on a 2-core CPU shared with other jobs (load 6-16): 96 training
+    # prompts (2 per question, from 48 questions), 32-token responses and bootstrapping on at most 16 prompts
+    # per iteration. The same for every row.
+    "cpu-wide": dict(train_prompts=96, val_prompts=0, test_prompts=208, test_prompts_per_question=2,
+                     prompts_per_question=2, offline_samples=2, iterations=3, max_new_tokens=32, num_samples=4,
                      max_bootstrap_prompts=16),
 }
 

@@ -22,6 +22,10 @@ sera-no-ensemble (any of them with -flipped too). Curri-DPO needs several rated 
 HH-RLHF does not have. SPA's seed must take at least 2 optimiser steps (the first runs at a warm-up learning
 rate of 0): the --quick size is too small for it.
 
+Equal budget (issue 18): `--stages dpo,recommended,dpo-matched` adds plain DPO trained for as many optimiser steps
+as the finished `recommended` stage took (`sera train --method daa --match-budget <work>/recommended`), next to
+the 3-epoch `dpo` stage; its last, partial epoch is evaluated as the iterate after the last whole one.
+
     python benchmarks/real_model_hh.py --quick          # checks the pipeline (16 train / 8 test pairs)
     python benchmarks/real_model_hh.py                  # the full size (160 train / 96 test pairs, T = 3)
 
@@ -81,7 +85,8 @@ def main() -> None:
                         help="comma-separated, in order: dpo, sera, sera-flipped, dpo-flipped; the baselines and "
                         "ablations of docs/baselines.md: spa, sera-selection-only, sera-bootstrap-only, "
                         "sera-no-ensemble (each also with -flipped); `baselines` = all four (curri-dpo needs rated "
-                        "responses, which HH-RLHF does not have); recommended (--preset recommended)")
+                        "responses, which HH-RLHF does not have); recommended (--preset recommended); dpo-matched "
+                        "(plain DPO at the budget of the finished recommended stage, --match-budget)")
     parser.add_argument("--spa-seed-ratio", type=float, default=0.1,
                         help="spa: share of the training prompts whose labels seed it (SPA: 0.033 of UltraFeedback; "
                         "0.1 here so that the seed takes at least 2 optimiser steps at the full size)")
@@ -100,6 +105,7 @@ def main() -> None:
     suffix = "-quick" if args.quick else ""
     work = Path(args.work_dir or f"/tmp/sera-bench-hh{suffix}")
     work.mkdir(parents=True, exist_ok=True)
+    args.work_dir_resolved = str(work)
     output = Path(args.output or REPO / "benchmarks" / "results" / f"real-model-hh{suffix}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
 
@@ -162,10 +168,13 @@ def main() -> None:
             seconds_train = previous["stages"][stage]["seconds_run"]  # measured when the stage ran
         summary = json.loads((out / "summary.json").read_text())
         entry = {"command": " ".join(map(shlex.quote, command)), "seconds_run": seconds_train,
-                 "iterations": [_iteration_digest(it) for it in summary["iterations"]]}
+                 "iterations": [_iteration_digest(it) for it in summary["iterations"]],
+                 "budget": summary.get("budget")}
         start = time.perf_counter()
+        last = summary["iterations"][-1]["iteration"]  # a plain DAA run records one entry, its last epoch, and
+        iterates = range(1, max(last, size["iterations"]) + 1)  # saves each (--match-budget: the last may be partial)
         entry["heldout"] = [dict(iterate=t, **evaluator.accuracy(out / f"iter_{t}" / "model"))
-                            for t in range(1, size["iterations"] + 1) if (out / f"iter_{t}" / "model").exists()]
+                            for t in iterates if (out / f"iter_{t}" / "model").exists()]
         entry["seconds_eval"] = time.perf_counter() - start
         if stage.endswith("flipped") and method == "sera":
             entry["flipped_selection"] = flipped_selection(out, data["flipped_ids"], size["iterations"])
@@ -296,6 +305,11 @@ def stage_method(stage: str, args) -> tuple[str, list[str]]:
         return "sera", ["--ablation", base[len("sera-"):]]
     if base == "recommended":  # --preset recommended (docs/self-review.md §4); the flags above override it
         return "sera", ["--preset", "recommended"]
+    if base == "dpo-matched":  # plain DPO for the optimiser steps of the recommended stage (same work dir)
+        target = Path(args.work_dir_resolved) / stage.replace("dpo-matched", "recommended")
+        if not (target / "summary.json").exists():
+            raise SystemExit(f"--stages {stage}: needs the finished {target.name} stage first (list it before)")
+        return "daa", ["--match-budget", str(target)]
     raise SystemExit(f"--stages: unknown stage {stage!r}")
 
 
