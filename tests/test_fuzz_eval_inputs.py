@@ -316,7 +316,7 @@ def test_planned_prompt_files(variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_planned_prompt_tables(variant, datasets_cache):
     fuzz(variant, "load_prompts .csv/.parquet (planned faults)", planned_prompt_files(("csv", "parquet")),
-         check_planned_prompts, default_examples=15)
+         check_planned_prompts, default_examples=20)
 
 
 @pytest.fixture
@@ -401,7 +401,7 @@ def check_any_prompt_file(example: AnyPromptFile) -> str:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_any_prompt_file_loads_soundly_or_is_refused_in_one_line(variant, datasets_cache):
-    fuzz(variant, "load_prompts (chaos)", any_prompt_files(), check_any_prompt_file, default_examples=25)
+    fuzz(variant, "load_prompts (chaos)", any_prompt_files(), check_any_prompt_file, default_examples=40)
 
 
 # -- generation files for sera eval ---------------------------------------------------------------------------
