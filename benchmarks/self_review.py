@@ -56,11 +56,26 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "src") not in sys.path:  # this checkout's sera, installed or not (spawned workers run this too)
     sys.path.insert(0, str(ROOT / "src"))
+if str(ROOT / "benchmarks") not in sys.path:  # benchmarks/stats.py: SE, paired differences, wins/ties/losses
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+import stats as bstats  # noqa: E402
+
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "self-review.json"
 
-WORLDS = ("sorting", "filler")  # A, B
-GOLD_SPECS = {"sorting": "gold:sera.worlds.sorting:gold_reward", "filler": "gold:sera.worlds.filler:gold_reward"}
+WORLDS = ("sorting", "filler", "carry")  # A, B, C (C: the preregistered world, docs/preregistration.md)
+DEFAULT_WORLDS = ("sorting", "filler")
+GOLD_SPECS = {"sorting": "gold:sera.worlds.sorting:gold_reward", "filler": "gold:sera.worlds.filler:gold_reward",
+              "carry": "gold:sera.worlds.carry:gold_reward"}
+MATCHED = "<the recommended run at the same world, seed and beta>"
+"""A row's `match_budget`: train the plain DAA for the optimiser steps of the `recommended` row's run in the same
+world, seed and beta (`sera train --method daa --match-budget RUN`); such a run starts once that run has finished."""
 ORACLE = "judge:{gold}"
+
+def _preset(name: str) -> dict:
+    from sera.presets import preset_values
+
+    return preset_values(name)
+
 
 ROWS: dict[str, dict] = {
     "dpo": {"method": "daa"},
@@ -107,6 +122,9 @@ PROBES: dict[str, dict] = {
     "sera-no-selection-run-carry": {"selection": False, "lr_schedule": "run", "carry_optimizer": True},
     "likelihood-no-selection-irm-guard-run-carry": {"bootstrap_labeller": "likelihood", "selection": False,
                                                     "guard": "irm", "lr_schedule": "run", "carry_optimizer": True},
+    # issue 18: --preset recommended as it stands, and plain DPO at its budget (same optimiser steps)
+    "recommended": {k: v for k, v in _preset("recommended").items() if k not in ("method", "validation_ratio")},
+    "dpo-matched": {"method": "daa", "match_budget": MATCHED},
 }
 """Rows outside the default grid, run only when named in --rows (they never enter a full run's recommendation)."""
 GRID = {**ROWS, **COMBINATIONS}  # what a run without --rows runs, and where the recommended mode comes from
@@ -141,15 +159,18 @@ def _init_worker() -> None:
 
 def world_config(kind: str, seed: int, sizes: dict):
     from sera.worlds import WorldConfig
+    from sera.worlds.carry import CarryWorldConfig
     from sera.worlds.filler import FillerWorldConfig
 
-    cls = FillerWorldConfig if kind == "filler" else WorldConfig
+    cls = {"filler": FillerWorldConfig, "carry": CarryWorldConfig}.get(kind, WorldConfig)
     return cls(seed=seed, **sizes).validate()
 
 
 def gold_function(kind: str):
     if kind == "filler":
         from sera.worlds.filler import gold_reward
+    elif kind == "carry":
+        from sera.worlds.carry import gold_reward
     else:
         from sera.worlds.sorting import gold_reward
     return gold_reward
@@ -196,6 +217,10 @@ def build_world_task(kind: str, seed: int, sizes: dict, root: str) -> dict:
             from sera.worlds.filler import build_filler_world
 
             world = build_filler_world(config, root)
+        elif kind == "carry":
+            from sera.worlds.carry import build_carry_world
+
+            world = build_carry_world(config, root)
         else:
             from sera.worlds import build_world
 
@@ -239,6 +264,8 @@ def run_task(task: dict) -> dict:
     method = overrides.pop("method", "sera")
     if overrides.get("bootstrap_labeller") == ORACLE:
         overrides["bootstrap_labeller"] = ORACLE.format(gold=GOLD_SPECS[kind])
+    if overrides.get("match_budget") == MATCHED:
+        overrides["match_budget"] = task["match_dir"]
     record = {"world": kind, "seed": seed, "row": row, "beta": beta, "method": method, "options": overrides,
               "run_dir": task["run_dir_rel"]}
     if run_dir.exists():  # a leftover of an earlier grid in the same --work-dir: start afresh
@@ -266,6 +293,9 @@ def run_task(task: dict) -> dict:
         if greedy:
             out["test_greedy"] = grade(kind, world.test_prompts,
                                        sample_responses(model, tokenizer, world.test_prompts, temperature=0))
+            out["test_t0.7"] = grade(kind, world.test_prompts,
+                                     sample_responses(model, tokenizer, world.test_prompts, temperature=0.7),
+                                     sft_test)
         return out
 
     iterations = task["train"]["iterations"]
@@ -293,6 +323,7 @@ def run_task(task: dict) -> dict:
                   sft_review={k: summary.get("sft_review", {}).get(k) for k in ("val_irm_accuracy",
                                                                                  "labeller_accuracy")},
                   warnings=summary.get("warnings", []), final_iterate=summary.get("final_iterate"),
+                  budget=summary.get("budget"),
                   train_seconds=summary.get("seconds_total"), wall_seconds=time.perf_counter() - start,
                   cpu_seconds=time.process_time() - cpu)
     return record
@@ -301,11 +332,11 @@ def run_task(task: dict) -> dict:
 # ------------------------------------------------------------------------------------------- aggregation
 
 def _mean_std(values: list[float]) -> dict | None:
-    values = [v for v in values if v is not None]
-    if not values:
+    """mean, sample SD ("std", as in earlier result files) and standard error ("se", what the tables show)."""
+    stat = bstats.mean_se(values)
+    if stat is None:
         return None
-    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
-            "n": len(values)}
+    return {"mean": stat["mean"], "std": stat["sd"], "se": stat["se"], "n": stat["n"]}
 
 
 def choose_betas(runs: list[dict]) -> dict:
@@ -375,6 +406,21 @@ def table(runs: list[dict], betas: dict, worlds: list[dict], rows: list[str]) ->
             dpo = at_beta.get("dpo", {})
             diffs = [r["test"]["gold"] - dpo[s]["test"]["gold"] for s, r in by_seed.items() if s in dpo]
             entry["minus_dpo"] = _mean_std(diffs) if row != "dpo" else None
+            if any("test_t0.7" in r for r in group):
+                entry["gold_t0.7"] = _mean_std([r.get("test_t0.7", {}).get("gold") for r in group])
+            if any(r.get("budget") for r in group):
+                entry["pair_passes"] = _mean_std([(r.get("budget") or {}).get("pair_passes") for r in group])
+                entry["optimizer_steps"] = _mean_std([(r.get("budget") or {}).get("optimizer_steps") for r in group])
+            # paired differences with a 95% CI and wins/ties/losses, against each plain-DPO row, at each temperature
+            entry["paired"] = {}
+            for base in ("dpo", "dpo-matched"):
+                if base == row or base not in at_beta:
+                    continue
+                for key in ("test", "test_t0.7", "test_greedy"):
+                    diff = bstats.paired({s: r[key]["gold"] for s, r in by_seed.items() if key in r},
+                                         {s: r[key]["gold"] for s, r in at_beta[base].items() if key in r})
+                    if diff:
+                        entry["paired"][f"{base}/{key}"] = {**diff, "decision": bstats.decide(diff)}
             oracle = at_beta.get("oracle", {})
             gaps = [(r["test"]["gold"] - dpo[s]["test"]["gold"]) / (oracle[s]["test"]["gold"] - dpo[s]["test"]["gold"])
                     for s, r in by_seed.items() if s in dpo and s in oracle
@@ -445,7 +491,12 @@ def _fmt(stat: dict | None, signed: bool = False, digits: int = 3) -> str:
     if not stat:
         return "-"
     text = f"{stat['mean']:+.{digits}f}" if signed else f"{stat['mean']:.{digits}f}"
-    return text + (f" ± {stat['std']:.{digits}f}" if stat.get("std") is not None else "")
+    se = stat["se"] if "se" in stat else (stat["std"] / stat["n"] ** 0.5 if stat.get("std") is not None else None)
+    return text + (f" ± {se:.{digits}f}" if se is not None else "")
+
+
+WORLD_LABELS = {"sorting": "A (sorting)", "filler": "B (filler: greedy answer worse than a typical sample)",
+                "carry": "C (carry: column addition, the preregistered world)"}
 
 
 def markdown(results: dict) -> str:
@@ -463,8 +514,7 @@ def markdown(results: dict) -> str:
         rows = [t for t in results["table"] if t["world"] == kind]
         if not rows:
             continue
-        label = "A (sorting)" if kind == "sorting" else "B (filler: greedy answer worse than a typical sample)"
-        lines += [f"## World {label}", "",
+        lines += [f"## World {WORLD_LABELS[kind]}", "", "mean ± standard error over seeds; differences paired by seed", "",
                   ("| row | beta | seeds | test gold | win vs SFT | − DPO (paired) | oracle gap closed | greedy gold "
                    "| length | runs warned |"), "|---|---|---|---|---|---|---|---|---|---|"]
         for t in rows:
@@ -475,6 +525,20 @@ def markdown(results: dict) -> str:
                          f"{'-' if gap is None else f'{gap:+.2f}'} | {_fmt(t['greedy_gold'])} | "
                          f"{_fmt(t['length'], digits=2)} | {t.get('runs_with_warnings', '-')} |")
         lines.append("")
+        paired_rows = [t for t in rows if t.get("paired")]
+        if paired_rows:
+            lines += [f"Paired differences (± SE) [95% CI] wins/ties/losses (tie: |Δ| < {bstats.TIE}); test gold at "
+                      "sampling temperature 1, 0.7 and greedy; decision rule of docs/preregistration.md at T = 1", "",
+                      "| row | pair passes | − | T = 1 | T = 0.7 | greedy | decision |", "|---|---|---|---|---|---|---|"]
+            for t in paired_rows:
+                for base in ("dpo", "dpo-matched"):
+                    if f"{base}/test" not in t["paired"]:
+                        continue
+                    cells = [bstats.fmt_diff(t["paired"].get(f"{base}/{key}"))
+                             for key in ("test", "test_t0.7", "test_greedy")]
+                    lines.append(f"| {t['row']} | {_fmt(t.get('pair_passes'), digits=0)} | {base} | "
+                                 + " | ".join(cells) + f" | {t['paired'][f'{base}/test']['decision']} |")
+            lines.append("")
     if results.get("flag_summary"):
         kinds = list(WARNING_KINDS)
         lines += ["## Did the diagnostics flag the runs that went wrong?", "",
@@ -504,7 +568,7 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=1, help="process pool size (1 = run in this process)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default 1,2,3,4,5; quick: 1)")
     p.add_argument("--betas", default=None, help="beta grid, the same for every row (default 0.1,0.5)")
-    p.add_argument("--worlds", default=",".join(WORLDS), help="sorting,filler")
+    p.add_argument("--worlds", default=",".join(DEFAULT_WORLDS), help="sorting,filler (default) and/or carry")
     p.add_argument("--rows", default=None, help="subset of rows (default: all rows and combinations)")
     p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="results JSON (markdown next to it, .md)")
     p.add_argument("--work-dir", default=None, help="worlds and runs (default: <output dir>/self-review-work)")
@@ -553,8 +617,11 @@ def main(argv=None) -> dict:
                 {"world": kind, "seed": seed, "row": row, "beta": beta, "overrides": all_rows[row], "train": train,
                  "sizes": sizes, "world_root": str(root),
                  "run_dir": str(work / "runs" / f"{kind}-seed{seed}" / f"{row}-beta{beta:g}"),
-                 "run_dir_rel": f"runs/{kind}-seed{seed}/{row}-beta{beta:g}"}
+                 "run_dir_rel": f"runs/{kind}-seed{seed}/{row}-beta{beta:g}",
+                 "match_dir": str(work / "runs" / f"{kind}-seed{seed}" / f"recommended-beta{beta:g}")}
                 for row in sorted(rows, key=lambda r: -cost(r)) for beta in betas]
+    if any(all_rows[r].get("match_budget") == MATCHED for r in rows) and "recommended" not in rows:
+        raise SystemExit("--rows: dpo-matched needs the recommended row (it matches that run's budget)")
     planned = sum(len(v) for v in tasks_for.values())
     log(f"self-review grid: worlds {worlds}, seeds {seeds}, betas {betas}, {len(rows)} rows, {planned} runs, "
         f"{args.workers} worker(s), T = {train['iterations']}, world sizes {sizes}")
@@ -615,11 +682,14 @@ def main(argv=None) -> dict:
         write(partial=True)
 
     stopped = False
+    def waits(task: dict) -> bool:  # a budget-matched run starts after the run whose budget it matches
+        return task["overrides"].get("match_budget") == MATCHED
+
     if args.workers <= 1:
         _init_worker()
         for (kind, seed), tasks in tasks_for.items():
             on_world(build_world_task(kind, seed, sizes, tasks[0]["world_root"]))
-            for task in tasks:
+            for task in [t for t in tasks if not waits(t)] + [t for t in tasks if waits(t)]:
                 on_run(run_task(task))
     else:
         context = multiprocessing.get_context("spawn")
@@ -637,14 +707,23 @@ def main(argv=None) -> dict:
                     log(f"world {builds[future]} FAILED: {type(exc).__name__}: {exc}")
             ready.sort(key=lambda t: (seeds.index(t["seed"]), -cost(t["row"]), worlds.index(t["world"]),
                                       t["row"], t["beta"]))
-            runs = {pool.submit(run_task, task): task for task in ready}
-            for future in cf.as_completed(runs):
-                try:
-                    on_run(future.result())
-                except Exception as exc:  # noqa: BLE001 -- a worker died (run_task records ordinary failures itself)
+            later = {t["match_dir"]: t for t in ready if waits(t)}  # started when the run they match is done
+            runs = {pool.submit(run_task, task): task for task in ready if not waits(task)}
+            pending = set(runs)
+            while pending:
+                finished, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for future in finished:
                     task = runs[future]
-                    on_run({"world": task["world"], "seed": task["seed"], "row": task["row"], "beta": task["beta"],
-                            "error": f"{type(exc).__name__}: {exc}"})
+                    try:
+                        on_run(future.result())
+                    except Exception as exc:  # noqa: BLE001 -- a worker died (run_task records ordinary failures)
+                        on_run({"world": task["world"], "seed": task["seed"], "row": task["row"],
+                                "beta": task["beta"], "error": f"{type(exc).__name__}: {exc}"})
+                    follower = later.pop(task["run_dir"], None)
+                    if follower is not None:
+                        submitted = pool.submit(run_task, follower)
+                        runs[submitted] = follower
+                        pending.add(submitted)
                 if args.time_limit and time.perf_counter() - start > args.time_limit:
                     log(f"--time-limit {args.time_limit:g}s reached: {sum(not f.done() for f in runs)} run(s) "
                         "left unfinished; writing the partial results")
