@@ -24,6 +24,7 @@ os.environ.setdefault("SERA_NO_PROGRESS", "1")
     (dict(length_bias=-0.1), "--length-bias"),
     (dict(jobs=0), "--jobs"),
     (dict(variants="selection-only,foo"), "--variants"),
+    (dict(variants="daa-matched"), "add recommended"),
 ])
 def test_bad_options_are_input_errors(tmp_path, kwargs, message):
     with pytest.raises(SeraInputError, match=message):
@@ -33,11 +34,13 @@ def test_bad_options_are_input_errors(tmp_path, kwargs, message):
 def test_option_defaults_quick_and_full(tmp_path):
     quick = DemoOptions(output_dir=str(tmp_path), quick=True).resolve()
     assert (quick.daa, quick.seeds, quick.noise_sweep) == ("dpo", [1], [])
-    assert quick.methods == ["daa", "sera", "sera/recommended"]  # the preset beside the paper, unless told
+    # the preset beside the paper, and the DAA at the preset's budget, unless told
+    assert quick.methods == ["daa", "sera", "sera/recommended", "daa-matched"]
     assert DemoOptions(output_dir=str(tmp_path), quick=True, variants="").resolve().methods == ["daa", "sera"]
     full = DemoOptions(output_dir=str(tmp_path)).resolve()
     assert full.daa == "dpo,ipo,slic,simpo" and full.seeds == [1, 2, 3]
-    assert full.noise_sweep == [0.0, 0.2, 0.4] and full.betas == [0.05, 0.2, 1.0] and full.variants == []
+    assert full.noise_sweep == [0.0, 0.2, 0.4] and full.betas == [0.05, 0.2, 1.0]
+    assert full.variants == ["recommended", "daa-matched"]
     with_variants = DemoOptions(output_dir=str(tmp_path), quick=True, variants="selection-only").resolve()
     assert with_variants.methods == ["daa", "sera", "sera/selection-only"]
     assert parse_daas("all") == ["dpo", "ipo", "slic", "simpo"] and parse_daas("ipo,dpo") == ["ipo", "dpo"]
@@ -81,9 +84,23 @@ def test_tiny_demo_end_to_end(tmp_path):
     assert {p for p in saved["plots"]} == {"gold_per_iteration.png", "irm_histogram.png"}
     assert all((out / p).stat().st_size > 0 for p in saved["plots"])
     assert [(r["method"], r["daa"]) for r in saved["table"]] == [("sft", "-"), ("daa", "dpo"), ("sera", "dpo"),
-                                                                ("sera/recommended", "dpo")]
-    assert len(saved["runs"]) == 3  # DAA, SeRA and the recommended preset on the first seed's world
-    assert set(saved["beta"]) == {"daa-dpo", "sera-dpo", "sera/recommended-dpo"}
+                                                                ("sera/recommended", "dpo"), ("daa-matched", "dpo")]
+    assert len(saved["runs"]) == 4  # DAA, SeRA, the recommended preset and DAA at its budget, first seed's world
+    assert set(saved["beta"]) == {"daa-dpo", "sera-dpo", "sera/recommended-dpo", "daa-matched-dpo"}
+    # the equal-budget DAA trained for the recommended run's optimiser steps (sera train --match-budget)
+    by_method = {r["method"]: r for r in saved["runs"]}
+    matched, recommended = by_method["daa-matched"]["budget"], by_method["sera/recommended"]["budget"]
+    assert matched["optimizer_steps"] == recommended["optimizer_steps"]
+    assert matched["matched_to"]["optimizer_steps"] == recommended["optimizer_steps"]
+    assert matched["pair_passes"] > by_method["daa"]["budget"]["pair_passes"]
+    # every final model graded at T = 1, 0.7 and greedy; paired rows with wins/ties/losses against both DAA rows
+    for run in saved["runs"]:
+        assert {"test", "test_t0.7", "test_greedy"} <= set(run)
+    rec_row = next(r for r in saved["table"] if r["method"] == "sera/recommended")
+    assert {"daa/test", "daa/test_t0.7", "daa/test_greedy", "daa-matched/test"} <= set(rec_row["paired"])
+    one = rec_row["paired"]["daa-matched/test"]
+    assert one["wins"] + one["ties"] + one["losses"] == 1 and "gold_t0.7" in rec_row
+    assert "DAA, equal budget" in format_table(saved)
     for run in saved["runs"]:
         assert 0.0 <= run["test"]["gold"] <= 1.0 and 0.0 <= run["test"]["win_rate_vs_sft"] <= 1.0
         assert [p["iteration"] for p in run["per_iteration"]] == [1, 2]

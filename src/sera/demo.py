@@ -7,6 +7,9 @@ preference for longer responses. On the same pairs the demo runs
 
     plain DAA   T epochs on all offline pairs          sera.loop.run(method="daa")
     SeRA-DAA    T iterations of Algorithm 1            sera.loop.run(method="sera")
+    recommended --preset recommended                   sera.loop.run(method="sera", ...the preset's options)
+    DAA, equal budget  the plain DAA for the optimiser steps of the recommended run on the same world, seed
+                and beta                               sera.loop.run(method="daa", match_budget=that run)
 
 through `sera.loop.run`, the code path of `sera train`, and grades held-out prompts with the gold
 reward: mean gold reward, win rate against the SFT policy (ties count half), response length, and
@@ -53,8 +56,13 @@ VARIANTS = {
     "recommended": {k: v for k, v in preset_values("recommended").items() if k not in ("method", "validation_ratio")},
 }
 """SeRA variants (`--variants`), each a `sera train` option set; run as method `sera/<name>`."""
-QUICK_VARIANTS = ("recommended",)
-"""What the quick demo runs beside DPO and the paper's SeRA unless `--variants` says otherwise ("" for none)."""
+MATCHED = "daa-matched"
+"""`--variants daa-matched`: the plain DAA at the budget of the `recommended` run on the same world, seed, DAA and
+beta (`sera train --method daa --match-budget RUN`: as many optimiser steps); needs the `recommended` variant."""
+QUICK_VARIANTS = ("recommended", MATCHED)
+"""What the quick demo runs beside the DAA and the paper's SeRA unless `--variants` says otherwise ("" for none)."""
+FULL_VARIANTS = ("recommended", MATCHED)
+"""What the full demo runs beside them unless `--variants` says otherwise."""
 BASELINES = {"spa": {"spa_seed_ratio": 0.1}}
 """Opt-in baselines (`--variants spa`; docs/baselines.md), run as method `<name>` with these options; DPO only.
 SPA's seed is 10% of the prompts (its paper: 3.3%) so that it spans several optimiser steps in the world."""
@@ -62,6 +70,10 @@ BETA_GRID = (0.05, 0.2, 1.0)  # the paper's search grid
 NOISE_SWEEP = (0.0, 0.2, 0.4)  # full mode, DPO only
 EVAL_SEED = 1234
 EVAL_TEMPERATURE = 1.0  # the policy as it is: one sample per prompt at temperature 1, fixed seed
+EXTRA_TEMPERATURES = {"test_t0.7": 0.7, "test_greedy": 0.0}
+"""Final models are also graded at these sampling temperatures (issue 18: does an edge hold when the policy is
+sampled more sharply?). The models are the same; only the grading differs."""
+TIE = 0.005  # a paired difference below this (gold) counts as a tie in wins/ties/losses
 MAX_NEW_TOKENS = 28
 
 TRAIN_SETTINGS = dict(
@@ -109,11 +121,15 @@ class DemoOptions:
                 raise SeraInputError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
         if any(not 0.0 <= n <= 1.0 for n in sweep):
             raise SeraInputError("--noise-sweep: every noise rate must be in [0, 1]")
-        asked = self.variants if self.variants is not None else (list(QUICK_VARIANTS) if self.quick else [])
+        asked = self.variants if self.variants is not None else list(QUICK_VARIANTS if self.quick else FULL_VARIANTS)
         variants = [v.strip() for v in (asked.split(",") if isinstance(asked, str) else asked) if v.strip()]
-        unknown = [v for v in variants if v not in VARIANTS and v not in BASELINES]
+        unknown = [v for v in variants if v not in VARIANTS and v not in BASELINES and v != MATCHED]
         if unknown:
-            raise SeraInputError(f"--variants: {', '.join(unknown)} not one of {', '.join([*VARIANTS, *BASELINES])}")
+            raise SeraInputError(f"--variants: {', '.join(unknown)} not one of "
+                                 f"{', '.join([*VARIANTS, *BASELINES, MATCHED])}")
+        if MATCHED in variants and "recommended" not in variants:
+            raise SeraInputError(f"--variants: {MATCHED} matches the budget of the recommended runs; "
+                                 "add recommended")
         if self.jobs < 1:
             raise SeraInputError("--jobs must be at least 1")
         if not self.output_dir:
@@ -123,7 +139,7 @@ class DemoOptions:
 
     @property
     def methods(self) -> list[str]:
-        return [*METHODS, *(v if v in BASELINES else f"sera/{v}" for v in self.variants or [])]
+        return [*METHODS, *(v if v in BASELINES or v == MATCHED else f"sera/{v}" for v in self.variants or [])]
 
 
 def _runs(method: str, daa: str) -> bool:
@@ -201,8 +217,9 @@ class Evaluator:
         self.sft = {"test": grade(world.test_prompts, self.sft_test, self.sft_test),
                     "validation": grade(world.validation_prompts,
                                         sample_responses(sft, self.tokenizer, world.validation_prompts)),
-                    "test_greedy": grade(world.test_prompts,
-                                         sample_responses(sft, self.tokenizer, world.test_prompts, temperature=0))}
+                    **{key: grade(world.test_prompts, sample_responses(sft, self.tokenizer, world.test_prompts,
+                                                                       temperature=t))
+                       for key, t in EXTRA_TEMPERATURES.items()}}
         write_json(cache, {"grades": self.sft, "test_responses": self.sft_test})
 
     def model(self, path: Path, *, validation: bool = False, greedy: bool = False) -> dict:
@@ -214,9 +231,10 @@ class Evaluator:
         if validation:
             result["validation"] = grade(self.world.validation_prompts,
                                          sample_responses(model, self.tokenizer, self.world.validation_prompts))
-        if greedy:
-            result["test_greedy"] = grade(self.world.test_prompts, sample_responses(
-                model, self.tokenizer, self.world.test_prompts, temperature=0))
+        if greedy:  # the final model: also at the other sampling temperatures
+            for key, temperature in EXTRA_TEMPERATURES.items():
+                result[key] = grade(self.world.test_prompts, sample_responses(
+                    model, self.tokenizer, self.world.test_prompts, temperature=temperature), self.sft_test)
         return result
 
 
@@ -301,8 +319,12 @@ def run_job(spec: dict) -> dict:
     out, world = Path(spec["out"]), World.load(spec["world"])
     run_dir = out / spec["run_dir"]
     method, _, variant = spec["method"].partition("/")
+    extra = {}
+    if method == MATCHED:  # the plain DAA at the recommended run's budget (sera train --method daa --match-budget)
+        method, extra = "daa", {"match_budget": str(out / spec["match_dir"])}
     summary = train_run(world, run_dir, method=method, daa=spec["daa"], beta=spec["beta"], seed=spec["seed"],
-                        overrides={**spec["overrides"], **VARIANTS.get(variant, {}), **BASELINES.get(method, {})})
+                        overrides={**spec["overrides"], **VARIANTS.get(variant, {}), **BASELINES.get(method, {}),
+                                   **extra})
     iterations = {**TRAIN_SETTINGS, **spec["overrides"]}["iterations"]
     evaluator = Evaluator(world)
     per_iteration = [{"iteration": t, **evaluator.model(run_dir / f"iter_{t}" / "model")["test"]}
@@ -310,8 +332,10 @@ def run_job(spec: dict) -> dict:
     final = evaluator.model(run_dir / "final", validation=spec["validation"], greedy=True)
     per_iteration.append({"iteration": iterations, **final["test"]})
     record = {key: spec[key] for key in ("noise", "seed", "daa", "method", "beta", "run_dir")}
+    if spec.get("budget_donor"):
+        record["budget_donor"] = True  # run only so that a matched run has a budget at this beta
     record.update(final, per_iteration=per_iteration, train_seconds=summary.get("seconds_total"),
-                  warnings=summary.get("warnings", []))
+                  warnings=summary.get("warnings", []), budget=summary.get("budget"))
     if method == "sera":
         record["selection"] = review_selection(run_dir, world.meta(), iterations)
     record["wall_seconds"] = time.perf_counter() - start
@@ -382,11 +406,28 @@ def _run_demo(options: DemoOptions, out: Path, log) -> dict:
     built += _map(world_job, [world_args(*key, reuse=True) for key in sweep], jobs, world_done)
     sft = {key: result["sft"] for key, result in zip(keys + sweep, built)}
 
+    def run_dir(noise, seed, daa, method, beta) -> str:
+        return f"runs/{_world_name(noise, seed)}/{method.replace('/', '+')}-{daa}-beta{beta:g}"
+
     def spec(noise, seed, daa, method, beta, validation):
         return {"out": str(out), "world": str(out / "worlds" / _world_name(noise, seed)), "noise": noise,
                 "seed": seed, "daa": daa, "method": method, "beta": beta, "validation": validation,
-                "overrides": options.train,
-                "run_dir": f"runs/{_world_name(noise, seed)}/{method.replace('/', '+')}-{daa}-beta{beta:g}"}
+                "overrides": options.train, "run_dir": run_dir(noise, seed, daa, method, beta),
+                "match_dir": run_dir(noise, seed, daa, "sera/recommended", beta)}
+
+    def in_order(specs: list[dict]) -> list[dict]:
+        """Run the specs: budget-matched runs after the others, since each matches one of them. A matched run
+        whose recommended run is not among them (the two rows chose different betas) gets one, a budget donor:
+        run, recorded and kept out of the table (its beta is not the recommended row's)."""
+        first_wave = [s for s in specs if s["method"] != MATCHED]
+        have = {s["run_dir"] for s in first_wave}
+        for s in [s for s in specs if s["method"] == MATCHED and s["match_dir"] not in have]:
+            donor = {**spec(s["noise"], s["seed"], s["daa"], "sera/recommended", s["beta"], False),
+                     "budget_donor": True}
+            first_wave.append(donor)
+            have.add(donor["run_dir"])
+        done = _map(run_job, first_wave, jobs, run_done)
+        return done + _map(run_job, [s for s in specs if s["method"] == MATCHED], jobs, run_done)
 
     def run_done(record: dict) -> None:
         append_jsonl(out / "runs.jsonl", record)  # progress so far, readable while the demo runs
@@ -400,11 +441,12 @@ def _run_demo(options: DemoOptions, out: Path, log) -> dict:
     first = options.seeds[0]
     grid = [(daa, method, beta) for daa in daas for method in options.methods for beta in options.betas
             if _runs(method, daa)]
-    runs = _map(run_job, [spec(options.noise, first, d, m, b, True) for d, m, b in grid], jobs, run_done)
+    runs = in_order([spec(options.noise, first, d, m, b, True) for d, m, b in grid])
     chosen_beta: dict[str, dict] = {}
     for daa in daas:
         for method in [m for m in options.methods if _runs(m, daa)]:
-            scores = {r["beta"]: r["validation"]["gold"] for r in runs if r["daa"] == daa and r["method"] == method}
+            scores = {r["beta"]: r["validation"]["gold"] for r in runs if r["daa"] == daa and r["method"] == method
+                      and "validation" in r}
             best = max(options.betas, key=lambda b: (scores[b], -options.betas.index(b)))
             chosen_beta[f"{method}-{daa}"] = {"chosen": best,
                                               "validation_gold": {f"{b:g}": s for b, s in scores.items()}}
@@ -417,7 +459,7 @@ def _run_demo(options: DemoOptions, out: Path, log) -> dict:
             for seed in options.seeds[1:] for daa in daas for method in options.methods if _runs(method, daa)]
     rest += [spec(noise, seed, "dpo", method, chosen_beta[f"{method}-dpo"]["chosen"], False)
              for noise in options.noise_sweep for seed in options.seeds for method in options.methods]
-    runs += _map(run_job, rest, jobs, run_done)
+    runs += in_order(rest)
 
     results = _results(options, runs, chosen_beta, sft, out, time.perf_counter() - start)
     results["plots"] = [p.name for p in write_plots(results, out)]
@@ -439,29 +481,42 @@ def options_test_prompts(options: DemoOptions) -> int:
 
 def _results(options: DemoOptions, runs: list[dict], chosen_beta: dict, sft: dict, out: Path,
              seconds: float) -> dict:
-    chosen = [r for r in runs if r["beta"] == chosen_beta[f"{r['method']}-{r['daa']}"]["chosen"]]
+    chosen = [r for r in runs if r["beta"] == chosen_beta[f"{r['method']}-{r['daa']}"]["chosen"]
+              and not r.get("budget_donor")]
     table = []
     for noise in [options.noise, *options.noise_sweep]:
         base = [grades for (n, _), grades in sorted(sft.items()) if n == noise]
         table.append({"noise": noise, "daa": "-", "method": "sft", "beta": None, "seeds": len(base),
-                      **_stats([s["test"] for s in base], [s["test_greedy"] for s in base])})
+                      **_stats(base)})
         for daa in options.daa.split(","):
             for method in options.methods:
                 group = [r for r in chosen if r["noise"] == noise and r["daa"] == daa and r["method"] == method]
                 if group:
                     table.append({"noise": noise, "daa": daa, "method": method, "beta": group[0]["beta"],
-                                  "seeds": len(group), **_stats([r["test"] for r in group],
-                                                                [r["test_greedy"] for r in group])})
+                                  "seeds": len(group), **_stats(group)})
         for daa in options.daa.split(","):
-            pairs = {}
+            by_seed: dict[int, dict[str, dict]] = {}
             for r in chosen:
                 if r["noise"] == noise and r["daa"] == daa:
-                    pairs.setdefault(r["seed"], {})[r["method"]] = r["test"]["gold"]
+                    by_seed.setdefault(r["seed"], {})[r["method"]] = r
             for method in options.methods[1:]:
-                diffs = [p[method] - p["daa"] for p in pairs.values() if method in p and "daa" in p]
+                row = next((t for t in table if t["noise"] == noise and t["daa"] == daa and t["method"] == method),
+                           None)
+                if row is None:
+                    continue
+                diffs = [p[method]["test"]["gold"] - p["daa"]["test"]["gold"] for p in by_seed.values()
+                         if method in p and "daa" in p]
                 if diffs:
-                    row = next(t for t in table if t["noise"] == noise and t["daa"] == daa and t["method"] == method)
                     row["gold_minus_daa"] = _mean_std(diffs)
+                # paired by seed, against each plain-DAA row, at each sampling temperature; wins/ties/losses
+                row["paired"] = {}
+                for base in ("daa", MATCHED):
+                    for key in ("test", *EXTRA_TEMPERATURES):
+                        values = [p[method][key]["gold"] - p[base][key]["gold"] for p in by_seed.values()
+                                  if method != base and method in p and base in p
+                                  and key in p[method] and key in p[base]]
+                        if values:
+                            row["paired"][f"{base}/{key}"] = {**_mean_std(values), **_wtl(values)}
     world_info = {}
     for (noise, seed), grades in sorted(sft.items()):
         info = json.loads((out / "worlds" / _world_name(noise, seed) / "world.json").read_text(encoding="utf-8"))
@@ -474,12 +529,17 @@ def _results(options: DemoOptions, runs: list[dict], chosen_beta: dict, sft: dic
         "mode": "quick" if options.quick else "full",
         "options": {**{k: v for k, v in asdict(options).items() if k not in ("output_dir",)},
                     "methods": options.methods},
-        "variants": {v: VARIANTS[v] if v in VARIANTS else {"method": v, **BASELINES[v]} for v in options.variants},
+        "variants": {v: VARIANTS[v] if v in VARIANTS else {"method": v, **BASELINES[v]} if v in BASELINES else
+                     {"method": "daa", "match_budget": "the recommended run at the same world, seed, DAA and beta"}
+                     for v in options.variants},
         "world": asdict(replace(any_world.config, seed=None, noise=None)),
         "train_settings": {**TRAIN_SETTINGS, **options.train, "other": "sera train defaults (paper's Algorithm 1)"},
         "evaluation": {"test_prompts": len(any_world.test_prompts),
                        "validation_prompts": len(any_world.validation_prompts),
-                       "sampling": f"1 sample per prompt, temperature {EVAL_TEMPERATURE}, seed {EVAL_SEED}",
+                       "sampling": f"1 sample per prompt, temperature {EVAL_TEMPERATURE}, seed {EVAL_SEED}; the "
+                                   "final models also at temperature 0.7 (test_t0.7) and greedy (test_greedy)",
+                       "statistics": f"mean ± standard error over seeds ('se'; 'std' is the SD); differences "
+                                     f"paired by seed, wins/ties/losses with a tie at |difference| < {TIE}",
                        "win_rate": "gold reward of the method's response vs the SFT policy's, ties count half",
                        "beta_selection": "per (DAA, method): highest mean validation gold reward over the grid, "
                                          "on the first seed's world at the main noise level; reused for all seeds "
@@ -492,46 +552,85 @@ def _results(options: DemoOptions, runs: list[dict], chosen_beta: dict, sft: dic
     }
 
 
-def _mean_std(values: list[float]) -> dict:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else None}
+def _mean_std(values: list[float]) -> dict | None:
+    """Mean, sample SD ('std') and standard error ('se', what the tables show) over seeds."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    return {"mean": float(np.mean(values)), "std": std, "se": None if std is None else std / math.sqrt(len(values)),
+            "n": len(values)}
 
 
-def _stats(tests: list[dict], greedy: list[dict]) -> dict:
-    return {"gold": _mean_std([t["gold"] for t in tests]),
-            "win_rate_vs_sft": _mean_std([t["win_rate_vs_sft"] for t in tests]),
-            "length": _mean_std([t["length"] for t in tests]),
-            "exact": _mean_std([t["exact"] for t in tests]),
-            "greedy_gold": _mean_std([g["gold"] for g in greedy])}
+def _wtl(diffs: list[float]) -> dict:
+    """Wins / ties / losses of paired differences (a tie: |difference| < TIE)."""
+    return {"wins": sum(d >= TIE for d in diffs), "ties": sum(abs(d) < TIE for d in diffs),
+            "losses": sum(d <= -TIE for d in diffs)}
+
+
+def _stats(records: list[dict]) -> dict:
+    tests = [r["test"] for r in records]
+    out = {"gold": _mean_std([t["gold"] for t in tests]),
+           "win_rate_vs_sft": _mean_std([t.get("win_rate_vs_sft") for t in tests]),
+           "length": _mean_std([t["length"] for t in tests]),
+           "exact": _mean_std([t["exact"] for t in tests]),
+           "greedy_gold": _mean_std([r["test_greedy"]["gold"] for r in records if "test_greedy" in r]),
+           "gold_t0.7": _mean_std([r["test_t0.7"]["gold"] for r in records if "test_t0.7" in r])}
+    passes = [(r.get("budget") or {}).get("pair_passes") for r in records]
+    if any(p is not None for p in passes):
+        out["pair_passes"] = _mean_std(passes)
+    return out
 
 
 def _fmt(stat: dict | None, digits: int = 3) -> str:
+    """'mean ± SE' (SE over seeds)."""
     if not stat:
         return "-"
     text = f"{stat['mean']:.{digits}f}"
-    return text + (f" ± {stat['std']:.{digits}f}" if stat.get("std") is not None else "")
+    se = stat.get("se", None if stat.get("std") is None else stat["std"] / math.sqrt(stat.get("n") or 1))
+    return text + (f" ± {se:.{digits}f}" if se is not None else "")
 
 
 def format_table(results: dict, markdown: bool = False) -> str:
-    """The results table: one row per (noise, DAA, method), mean ± std over seeds."""
-    header = ["noise", "DAA", "method", "beta", "seeds", "gold reward", "win rate vs SFT", "length",
-              "exact", "greedy gold", "minus DAA (gold)"]
+    """The results table: one row per (noise, DAA, method), mean ± standard error over seeds; then the paired
+    differences to each plain-DAA row (3 epochs, and at the recommended run's budget) at each temperature."""
+    header = ["noise", "DAA", "method", "beta", "seeds", "gold reward", "gold T=0.7", "greedy gold",
+              "win rate vs SFT", "length", "pair passes", "minus DAA (T=1)"]
     rows = [[f"{r['noise']:g}", r["daa"], r["method"], "-" if r["beta"] is None else f"{r['beta']:g}",
-             str(r["seeds"]), _fmt(r["gold"]), _fmt(r["win_rate_vs_sft"]), _fmt(r["length"], 2), _fmt(r["exact"]),
-             _fmt(r["greedy_gold"]), _signed(r.get("gold_minus_daa"))] for r in results["table"]]
+             str(r["seeds"]), _fmt(r["gold"]), _fmt(r.get("gold_t0.7")), _fmt(r["greedy_gold"]),
+             _fmt(r["win_rate_vs_sft"]), _fmt(r["length"], 2), _fmt(r.get("pair_passes"), 0),
+             _signed(r.get("gold_minus_daa"))] for r in results["table"]]
+    paired = [[f"{r['noise']:g}", r["daa"], r["method"], "DAA, 3 epochs" if base == "daa" else "DAA, equal budget",
+               *(_signed(r["paired"].get(f"{base}/{key}"), wtl=True) for key in ("test", *EXTRA_TEMPERATURES))]
+              for r in results["table"] for base in ("daa", MATCHED) if f"{base}/test" in r.get("paired", {})]
+    paired_header = ["noise", "DAA", "method", "minus", "T=1", "T=0.7", "greedy"]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        if paired:
+            lines += ["", "| " + " | ".join(paired_header) + " |", "|" + "---|" * len(paired_header)]
+            lines += ["| " + " | ".join(row) + " |" for row in paired]
+        return "\n".join(lines)
+    lines = _columns(header, rows)
+    if paired:
+        lines += ["", f"paired by seed: mean ± SE, wins/ties/losses (tie: |difference| < {TIE})"]
+        lines += _columns(paired_header, paired)
     return "\n".join(lines + _selection_lines(results))
 
 
-def _signed(stat: dict | None) -> str:
+def _columns(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    return ["  ".join(h.ljust(w) for h, w in zip(header, widths))] + [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+
+
+def _signed(stat: dict | None, wtl: bool = False) -> str:
     if not stat:
         return ""
     text = f"{stat['mean']:+.3f}"
-    return text + (f" ± {stat['std']:.3f}" if stat.get("std") is not None else "")
+    se = stat.get("se", None if stat.get("std") is None else stat["std"] / math.sqrt(stat.get("n") or 1))
+    text += f" ± {se:.3f}" if se is not None else ""
+    return text + (f" {stat['wins']}/{stat['ties']}/{stat['losses']}" if wtl and "wins" in stat else "")
 
 
 def _selection_lines(results: dict) -> list[str]:
@@ -590,7 +689,8 @@ def write_plots(results: dict, out: Path) -> list[Path]:
                 continue
             curves = np.array([[sft_gold] + [p["gold"] for p in r["per_iteration"]] for r in group])
             x = np.arange(curves.shape[1])
-            label = f"{daa.upper()} epochs" if method == "daa" else f"SeRA{method[4:]}-{daa.upper()}"
+            label = (f"{daa.upper()} epochs" if method == "daa" else f"{daa.upper()}, equal budget"
+                     if method == MATCHED else f"SeRA{method[4:]}-{daa.upper()}")
             label += f", beta {group[0]['beta']:g}"
             ax.errorbar(x, curves.mean(0), yerr=curves.std(0) if len(group) > 1 else None, color=colour,
                         marker="o", capsize=3, label=label)
