@@ -146,7 +146,7 @@ def _loss(trainer_class, model, tokenizer, rows, config, daa, args_dir):
     assert next(model.parameters()).device.type == trainer.args.device.type
     batch = trainer._prepare_inputs(trainer.data_collator(rows))  # onto the trainer's device, as in training
     with torch.no_grad():
-        return float(trainer._compute_loss(model, batch, False))
+        return float(trainer.compute_loss(model, batch))  # the public entry point, where the smoothing term is added
 
 
 def test_label_smoothing_zero_is_trls_loss_exactly(loss_setup):

@@ -94,3 +94,10 @@ def test_a_malformed_recipe_is_one_line_with_file_line_and_column(tmp_path):
                      "(while parsing a flow sequence)"]
     recipe.write_text("betta: 0.1\n")  # unknown keys: named, as before
     assert sera("train", "--config", str(recipe)).stderr.strip() == f"error: {recipe}: unknown option(s) betta"
+
+
+def test_a_message_is_printed_as_written(tmp_path, tiny_model_dir):
+    """Brackets and :colons: in a message are text, not rich markup or emoji codes (`sera[vllm]`, `gold:a:b`)."""
+    result = sera("train", "--model", str(tiny_model_dir), "--dataset", "pairs[1]:smile:.jsonl", "--output-dir", str(tmp_path / "o"))
+    assert result.returncode == 2
+    assert "pairs[1]:smile:.jsonl" in result.stderr, result.stderr

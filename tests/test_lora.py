@@ -89,11 +89,11 @@ def test_train_pass_moves_only_the_adapter_and_adds_no_reference_copy(tmp_path, 
 @pytest.mark.parametrize("dtype", ["auto", "bfloat16"])
 def test_sera_train_with_lora_end_to_end(tmp_path, tiny_model_dir, pairs_file, monkeypatch, capsys, dtype):
     # auto: fp32 on a CPU, bf16 on a GPU; bfloat16: the GPU's weights and mixed-precision training on any device
-    import sera.loop
+    import sera.session
 
     loads = []
-    real_load = sera.loop.load_model
-    monkeypatch.setattr(sera.loop, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    real_load = sera.session.load_model
+    monkeypatch.setattr(sera.session, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     out = tmp_path / "run"
     code, output = run_cli(["train", "--model", str(tiny_model_dir), "--dataset", str(pairs_file), "--output-dir",
                             str(out), "--iterations", "2", "--lora-r", "4", "--lora-alpha", "8",

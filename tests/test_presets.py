@@ -56,7 +56,7 @@ def test_train_flag_preset_reaches_the_run(tmp_path, tiny_model_dir, pairs_file,
     import sera.report
 
     seen = []
-    monkeypatch.setattr(sera.loop, "run", lambda config: seen.append(config) or {})
+    monkeypatch.setattr(sera.loop, "run", lambda config, **kwargs: seen.append(config) or {})
     monkeypatch.setattr(sera.report, "print_summary", lambda summary: None)
     common = ["--model", str(tiny_model_dir), "--dataset", str(pairs_file), "--output-dir", str(tmp_path / "o")]
     code, output = run_cli(["train", "--preset", "pythia-2.8b", *common, "--batch-size", "8", "--daa", "ipo"],

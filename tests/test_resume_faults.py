@@ -104,7 +104,7 @@ def test_a_failing_write_is_a_clear_error_and_earlier_outputs_stay(tmp_path, tin
 
 def test_interrupted_generation_exits_1_and_the_run_resumes(tmp_path, tiny_model_dir, pairs_file, monkeypatch,
                                                             capsys):
-    from sera import loop
+    from sera import session as loop  # where the run samples
 
     real_generate = loop.generate_completions
 
@@ -136,7 +136,7 @@ def test_every_pair_tied_or_empty_data_exit_2(tmp_path, tiny_model_dir, monkeypa
 
 
 def test_a_lora_run_resumes_to_the_same_selection(tmp_path, tiny_model_dir, pairs_file, monkeypatch, capsys):
-    from sera import loop
+    from sera import session as loop  # where the run samples
 
     args = ["train", "--model", str(tiny_model_dir), "--dataset", str(pairs_file), "--iterations", "2", *FAST,
             "--lora-r", "4", "--beta", "0.5"]

@@ -435,10 +435,10 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except SeraInputError as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True, emoji=False)
         sys.exit(exc.exit_code)
     except SeraRuntimeError as exc:
-        console.print(f"[bold red]failed:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]failed:[/] {escape(str(exc))}", highlight=False, soft_wrap=True, emoji=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         code = INTERRUPTED

@@ -6,8 +6,8 @@ folds; for each fold a fresh copy of the SFT model trains one epoch of the DAA o
 and then scores the held-out fold, against the SFT model as the reference. Every pair thus gets the
 margin of a model that learned the task from the rest of the data but never saw that pair's label.
 
-This mirrors the `crossfit` selection mode of :mod:`sera.loop` (`--selection-mode crossfit`,
-`SeraRun._crossfit_margins` and `_margins_under`): the same fold assignment (pair ids sorted, then
+This is the `crossfit` selection mode of the loop (`--selection-mode crossfit`, which calls it from
+:func:`sera.steps.select`): the same fold assignment (pair ids sorted, then
 shuffled by `random.Random(seed)`, fold k = order[k::K]), the same one-epoch :func:`sera.training.train_pass`
 from the SFT model per fold with the SFT model's cached log-probs as the reference, and the same
 margin, `daa.implicit_reward(chosen) - daa.implicit_reward(rejected)`. `sera score --crossfit K`

@@ -131,17 +131,15 @@ def whole_model_loading() -> Iterator[None]:
     transformers would build them partitioned (zero.Init), and under FSDP's `cpu_ram_efficient_loading`
     only rank 0 would get weights (the others an empty shell): ranks scoring different items with such
     a model would wait on each other forever, or score garbage."""
-    from transformers.integrations import deepspeed as hf_deepspeed
+    from sera.trl_compat import zero3_switched_off
 
-    saved_config = hf_deepspeed._hf_deepspeed_config_weak_ref
     saved_loading = os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING")
-    hf_deepspeed._hf_deepspeed_config_weak_ref = None
     if saved_loading is not None:
         os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "false"
     try:
-        yield
+        with zero3_switched_off():
+            yield
     finally:
-        hf_deepspeed._hf_deepspeed_config_weak_ref = saved_config
         if saved_loading is not None:
             os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = saved_loading
 

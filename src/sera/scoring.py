@@ -18,54 +18,16 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-import trl.trainer.utils as _trl_utils
 from transformers import PreTrainedModel
 from trl.trainer.utils import add_fused_lm_head
 
-try:
-    import trl.kernels.chunked_logprob as _trl_kernel
-except ImportError:  # pragma: no cover - other TRL layouts: the head then runs as TRL ships it
-    _trl_kernel = None
-
 from sera import distributed
+from sera.trl_compat import CPU_TOKEN_TILE, CPU_VOCAB_TILE, compact_lm_head, without_autocast_wrapper  # noqa: F401
 from sera.progress import track
 from sera.tokenization import sequence_key
 
 Sequence = tuple[list[int], list[int]]
 """(prompt_ids, completion_ids)"""
-
-
-CPU_TOKEN_TILE = 1024
-CPU_VOCAB_TILE = 8192
-"""Tile of the fused LM head on devices without Triton: 1024 x 8192 fp32 = 32 MiB, instead of TRL's 512 MiB."""
-
-
-@contextmanager
-def compact_lm_head(device: torch.device | str, *, token_tile: int = CPU_TOKEN_TILE,
-                    vocab_tile: int = CPU_VOCAB_TILE) -> Iterator[None]:
-    """Within this context, TRL's fused LM head projects response positions only, in small tiles, on a
-    device without Triton (CPU). TRL projects every position there (to keep tile shapes fixed for
-    compilers such as Neuron's); on CPU that wastes the prompt's and the padding's share of the head,
-    and its 512 MiB tiles thrash the cache. The per-token arithmetic is TRL's own (`_forward_tile`,
-    and its backward under autograd), so the values and gradients are unchanged. On CUDA/XPU with Triton
-    TRL is already compact, and the context does nothing. It patches TRL module globals and restores
-    them on exit; it is not thread-safe."""
-    device = torch.device(device)
-    if _trl_kernel is None or _trl_utils._use_triton(device) or not hasattr(_trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE") \
-            or not hasattr(_trl_kernel, "TOKEN_CHUNK_SIZE"):
-        yield
-        return
-    saved = (_trl_utils._use_triton, _trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE, _trl_kernel.TOKEN_CHUNK_SIZE)
-    original_use_triton = saved[0]
-    # Only the trainer-side `compact` decision is switched; the kernel module keeps its own `_use_triton`
-    # and so folds tiles with torch ops, as it does on this device anyway.
-    _trl_utils._use_triton = lambda d: True if torch.device(d).type == device.type else original_use_triton(d)
-    _trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = vocab_tile
-    _trl_kernel.TOKEN_CHUNK_SIZE = token_tile
-    try:
-        yield
-    finally:
-        _trl_utils._use_triton, _trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE, _trl_kernel.TOKEN_CHUNK_SIZE = saved
 
 
 @torch.no_grad()
@@ -84,7 +46,7 @@ def sequence_logps(model: PreTrainedModel, sequences: list[Sequence], *, batch_s
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    with compact_lm_head(device) if compact_head else _nothing(), _own_forward(model):
+    with compact_lm_head(device) if compact_head else _nothing(), without_autocast_wrapper(model):
         if share_prompts and _can_share_prompts(model):
             result = _score_shared_prompts(model, sequences, batch_size, description, device)
         else:
@@ -183,27 +145,6 @@ def _pack(batch, sequences: list[Sequence], pad_id: int, dtype: torch.dtype):
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
-
-
-@contextmanager
-def _own_forward(model) -> Iterator[None]:
-    """Score through the model's own forward, in its own dtypes. A trainer run in mixed precision (`bf16`: on a
-    GPU with `--dtype auto`) leaves accelerate's autocast wrapper on the model it trained (`forward`, the
-    original kept as `_original_forward`), and nothing removes it. Scored through it, the iterate in memory
-    would get other log-probs than the same weights loaded from disk (a resumed run, the SFT model, an older
-    iterate): with LoRA its fp32 adapter would run in bf16. The wrapper is set aside while scoring."""
-    from sera.models import AdapterView
-
-    module = model.peft_model if isinstance(model, AdapterView) else model
-    original, wrapped = module.__dict__.get("_original_forward"), module.__dict__.get("forward")
-    if original is None or wrapped is None:
-        yield
-        return
-    module.forward = original
-    try:
-        yield
-    finally:
-        module.forward = wrapped
 
 
 def _score_sorted(model, sequences: list[Sequence], batch_size: int, description: str,

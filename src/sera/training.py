@@ -34,17 +34,10 @@ from sera.config import TrainConfig
 from sera.daa import DAA
 from sera.errors import SeraRuntimeError
 from sera.io import append_jsonl
-from sera.scoring import compact_lm_head
+from sera.trl_compat import PretokenizedDPOTrainer, compact_lm_head, drop_autocast_wrapper
 
-
-class SeraDPOTrainer(DPOTrainer):
-    """DPOTrainer fed with pre-tokenized rows that already carry `ref_chosen_logps`/`ref_rejected_logps`."""
-
-    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        return dataset
-
-    def _precompute_ref_logps(self, dataset, name, batch_size):
-        return dataset
+SeraDPOTrainer = PretokenizedDPOTrainer
+"""TRL's DPOTrainer on SeRA's token ids and cached reference log-probs (its two private hooks: sera.trl_compat)."""
 
 
 class LabelSmoothedDPOTrainer(SeraDPOTrainer):
@@ -64,19 +57,14 @@ class LabelSmoothedDPOTrainer(SeraDPOTrainer):
             raise ValueError("per-pair label smoothing needs TRL's plain sigmoid (DPO) loss")
         self.data_collator = _WithLabelSmoothing(self.data_collator)
 
-    def _set_signature_columns_if_needed(self):
-        super()._set_signature_columns_if_needed()
-        if "label_smoothing" not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, "label_smoothing"]
-
-    def _compute_loss(self, model, inputs, return_outputs):
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         eps = inputs.pop("label_smoothing", None)
         if eps is None:
-            return super()._compute_loss(model, inputs, return_outputs)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         captured = {}
         hook = model.register_forward_hook(lambda module, args, output: captured.setdefault("output", output))
         try:
-            result = super()._compute_loss(model, inputs, return_outputs)
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         finally:
             hook.remove()
         seq_len = inputs["completion_mask"].size(1) - 1
@@ -202,6 +190,7 @@ def train_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows:
     gather = _GatherTrainedWeights(model) if distributed.shards_parameters() else None
     with tempfile.TemporaryDirectory(prefix="sera-trainer-") as scratch:
         args = dpo_config(config, daa, epochs, scratch, num_rows=len(rows), max_steps=max_steps)
+        args.remove_unused_columns = trainer_class is SeraDPOTrainer  # SPA's `label_smoothing` column reaches the batch
         if optimizer is None and schedule is not None:
             optimizer = build_optimizer(model, args)
         trainer = trainer_class(
@@ -218,7 +207,7 @@ def train_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows:
         loss = float(output.training_loss)
         final_loss = _last_logged_loss(trainer, loss)
         if not gather:
-            _without_mixed_precision_wrapper(model)
+            drop_autocast_wrapper(model)
         if gather:
             gather.finish()
             trainer.accelerator.free_memory()  # the sharded copy, its optimizer and engine go before SeRA samples
@@ -247,17 +236,6 @@ def build_optimizer(model: PreTrainedModel, args: DPOConfig) -> torch.optim.Opti
 
 DECAY_EXEMPT_PATTERNS = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
 """Parameter names transformers' Trainer exempts from weight decay (its `get_decay_parameter_names`)."""
-
-
-def _without_mixed_precision_wrapper(model: PreTrainedModel) -> None:
-    """Accelerate wraps a model's `forward` in an autocast for bf16/fp16 training and leaves it there. SeRA samples
-    and scores the policy next, and must see it as its saved weights load (a resumed run has no wrapper); the
-    model is also marked unprepared, so the next iteration's trainer prepares (and wraps) it afresh. A no-op on
-    an fp32 CPU run. (GPU path: diagnosed from accelerate's code, docs/scale.md, not yet run on a GPU.)"""
-    from accelerate.utils import extract_model_from_parallel
-
-    extract_model_from_parallel(model, keep_fp32_wrapper=False)
-    model.__dict__.pop("_is_accelerate_prepared", None)
 
 
 def _empty_caches() -> None:
