@@ -55,8 +55,8 @@ def _contents(out: Path) -> dict:
     result = {}
     for path in sorted(out.rglob("*")):
         name = str(path.relative_to(out))
-        if path.is_dir() or name == LOCK_NAME:
-            continue
+        if path.is_dir() or name == LOCK_NAME or name == "final/README.md":  # the model card: summary.json
+            continue                                                          # (compared below) with wall times
         if path.name == "summary.json" or path.name == "state.json":
             result[name] = _without_timings(json.loads(path.read_text()))
         elif path.name == "metrics.jsonl":  # trainer logs carry runtimes: compare the events and losses

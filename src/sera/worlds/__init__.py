@@ -122,11 +122,9 @@ def _build_world(config: WorldConfig, root: str | Path, *, name: str,
     :func:`sera.worlds.preferences.build_pairs`; `gold` grades the demonstrations; `describe(demonstrations,
     meta)` gives the world's own fields of world.json; `name` starts the log lines. All randomness comes,
     in a fixed order, from one ``random.Random(config.seed)``: the same config gives the same files."""
-    import shutil
-
     from sera.generation import SamplingParams, generate_completions
-    from sera.models import build_char_tokenizer, build_tiny_llama, load_model, save_model
-    from sera.worlds.sft import prompt_ids, train_sft
+    from sera.models import build_char_tokenizer
+    from sera.worlds.sft import prompt_ids
 
     config.validate()
     root = Path(root)
@@ -138,25 +136,8 @@ def _build_world(config: WorldConfig, root: str | Path, *, name: str,
     demo_prompts = sample_prompts(config.sft_demonstrations, rng, exclude=set(test) | set(validation), **lengths)
     demonstrations = [(p, demonstrate(p, rng)) for p in demo_prompts]
 
-    start = time.perf_counter()
     tokenizer = build_char_tokenizer(ALPHABET)
-    donor = json.loads((Path(reuse_sft) / "world.json").read_text(encoding="utf-8")) if reuse_sft else None
-    if donor and _sft_options(donor["config"]) == _sft_options(asdict(config)):
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(Path(reuse_sft) / "sft", root / "sft", dirs_exist_ok=True)
-        model = load_model(str(root / "sft"), dtype="float32").to("cpu")
-        losses, sft_seconds = [donor["sft_final_loss"]], donor["sft_seconds"]
-        log(f"{name} seed {config.seed}: SFT policy copied from {Path(reuse_sft).name} (same seed and options)")
-    else:
-        model = build_tiny_llama(tokenizer, hidden_size=config.hidden_size, layers=config.layers,
-                                 heads=config.heads, max_positions=64, seed=config.seed)
-        losses = train_sft(model, tokenizer, demonstrations, steps=config.sft_steps,
-                           batch_size=config.sft_batch_size, learning_rate=config.sft_learning_rate, seed=config.seed)
-        save_model(model, tokenizer, root / "sft")
-        sft_seconds = time.perf_counter() - start
-        log(f"{name} seed {config.seed}: SFT policy trained from scratch in {sft_seconds:.0f}s "
-            f"({sum(p.numel() for p in model.parameters()) / 1e3:.0f}k parameters, final loss {losses[-1]:.3f})")
-
+    model, losses, sft_seconds = _sft_policy(config, root, tokenizer, demonstrations, reuse_sft, name, log)
     params = SamplingParams(num_samples=4, temperature=config.sft_sample_temperature, top_p=1.0,
                             max_new_tokens=2 * config.max_letters + 4)
     samples = generate_completions(model, tokenizer, [prompt_ids(tokenizer, p) for p in pair_prompts], params,
@@ -177,6 +158,34 @@ def _build_world(config: WorldConfig, root: str | Path, *, name: str,
     }
     write_json(root / "world.json", summary)
     return World(root, config, validation, test)
+
+
+def _sft_policy(config: WorldConfig, root: Path, tokenizer, demonstrations: list, reuse_sft, name: str, log):
+    """The world's SFT policy: trained from scratch on the demonstrations, or copied from `reuse_sft` (a world of
+    the same seed and SFT options; loaded onto the CPU, where a fresh one samples). Returns it, its losses and
+    the seconds its training took."""
+    import shutil
+
+    from sera.models import build_tiny_llama, load_model, save_model
+    from sera.worlds.sft import train_sft
+
+    start = time.perf_counter()
+    donor = json.loads((Path(reuse_sft) / "world.json").read_text(encoding="utf-8")) if reuse_sft else None
+    if donor and _sft_options(donor["config"]) == _sft_options(asdict(config)):
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(Path(reuse_sft) / "sft", root / "sft", dirs_exist_ok=True)
+        model = load_model(str(root / "sft"), dtype="float32").to("cpu")
+        log(f"{name} seed {config.seed}: SFT policy copied from {Path(reuse_sft).name} (same seed and options)")
+        return model, [donor["sft_final_loss"]], donor["sft_seconds"]
+    model = build_tiny_llama(tokenizer, hidden_size=config.hidden_size, layers=config.layers,
+                             heads=config.heads, max_positions=64, seed=config.seed)
+    losses = train_sft(model, tokenizer, demonstrations, steps=config.sft_steps,
+                       batch_size=config.sft_batch_size, learning_rate=config.sft_learning_rate, seed=config.seed)
+    save_model(model, tokenizer, root / "sft")
+    sft_seconds = time.perf_counter() - start
+    log(f"{name} seed {config.seed}: SFT policy trained from scratch in {sft_seconds:.0f}s "
+        f"({sum(p.numel() for p in model.parameters()) / 1e3:.0f}k parameters, final loss {losses[-1]:.3f})")
+    return model, losses, sft_seconds
 
 
 def _sft_options(config: dict) -> dict:
