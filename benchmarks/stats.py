@@ -180,6 +180,107 @@ def section_recommended() -> tuple[list[str], dict]:
     return lines, data
 
 
+PROBE_TABLES = {
+    "probes: the schedule alone, and gentler selection (− DPO; − no-review)": [
+        (row, "self-review-probes.json", row, [("self-review-probes.json", "dpo"),
+                                               ("self-review-probes.json", "no-review")])
+        for row in ("no-review", "crossfit", "selection-k0.9", "crossfit-k0.9")],
+    "probes: one learning-rate schedule (− DPO; run − per-iteration)": [
+        ("no-review-run", "self-review-probes-run-schedule.json", "no-review-run",
+         [("self-review-probes-run-schedule.json", "dpo"), ("self-review-probes.json", "no-review")]),
+        ("crossfit-k0.9-run", "self-review-probes-run-schedule.json", "crossfit-k0.9-run",
+         [("self-review-probes-run-schedule.json", "dpo"), ("self-review-probes.json", "crossfit-k0.9")]),
+        ("crossfit+irm-guard (2 cores)", "self-review-recommended-2core.json", "crossfit+irm-guard",
+         [("self-review-recommended-2core.json", "dpo")]),
+        ("crossfit+irm-guard-run", "self-review-probes-run-schedule.json", "crossfit+irm-guard-run",
+         [("self-review-probes-run-schedule.json", "dpo"), ("self-review-recommended-2core.json",
+                                                            "crossfit+irm-guard")])],
+    "probes: the optimizer carried (− DPO; carry − run schedule alone)": [
+        ("no-review-run-carry", "self-review-probes-carry.json", "no-review-run-carry",
+         [("self-review-probes-carry.json", "dpo"), ("self-review-probes-run-schedule.json", "no-review-run")]),
+        ("crossfit+irm-guard-run-carry", "self-review-probes-carry.json", "crossfit+irm-guard-run-carry",
+         [("self-review-probes-carry.json", "dpo"),
+          ("self-review-probes-run-schedule.json", "crossfit+irm-guard-run")])],
+    "probes: the components as one optimiser run (− DPO)": [
+        (row, "self-review-probes-one-run.json", row, [("self-review-probes-one-run.json", "dpo")])
+        for row in ("sera-run-carry", "likelihood-run-carry", "oracle-run-carry", "crossfit-k0.9-run-carry")],
+    "probes: every pair kept (− DPO; seeds 1–5, then 6–10)": [
+        ("implicit labeller, no selection", "self-review-probes-no-selection-2.json", "sera-no-selection-run-carry",
+         [("self-review-probes-no-selection-2.json", "dpo")]),
+        ("likelihood, no selection (recommended)", "self-review-probes-no-selection.json",
+         "likelihood-no-selection-run-carry", [("self-review-probes-no-selection.json", "dpo")]),
+        ("likelihood, no selection, seeds 6–10", "self-review-replication-seeds-6-10.json",
+         "likelihood-no-selection-run-carry", [("self-review-replication-seeds-6-10.json", "dpo")]),
+        ("likelihood + IRM guard", "self-review-probes-no-selection-2.json",
+         "likelihood-no-selection-irm-guard-run-carry", [("self-review-probes-no-selection-2.json", "dpo")]),
+        ("gold labeller (oracle)", "self-review-probes-no-selection.json", "oracle-no-selection-run-carry",
+         [("self-review-probes-no-selection.json", "dpo")]),
+        ("previous preset, seeds 6–10", "self-review-replication-seeds-6-10.json", "crossfit+irm-guard-run-carry",
+         [("self-review-replication-seeds-6-10.json", "dpo")])],
+}
+"""The probe tables of docs/self-review.md: (label, file, row, [(base file, base row), ...]); every difference is
+paired by seed (the worlds of a seed are identical across files), each row at its own chosen beta."""
+
+
+def section_probes() -> tuple[list[str], dict]:
+    lines, data = [], {}
+    for title, specs in PROBE_TABLES.items():
+        lines += [f"### {title}", "", "| row | vs | A: Δ ± SE [95% CI] W/T/L | B: Δ ± SE [95% CI] W/T/L |",
+                  "|---|---|---|---|"]
+        for label, name, row, bases in specs:
+            results = load(name)
+            for base_name, base_row in bases:
+                if (base_name, base_row) == (name, row):
+                    continue
+                base = load(base_name)
+                cells = []
+                for world in ("sorting", "filler"):
+                    diff = paired(self_review_gold(results, world, row), self_review_gold(base, world, base_row))
+                    data[f"{name}/{row}/{world}-{base_name}/{base_row}"] = diff
+                    cells.append(fmt_diff(diff))
+                lines.append(f"| {label} | {base_row} | {cells[0]} | {cells[1]} |")
+        lines.append("")
+    return lines, data
+
+
+def section_budget() -> tuple[list[str], dict]:
+    """Pair passes of the recommended runs relative to plain DPO's 3 epochs, from the committed per-iteration
+    records (runs before --match-budget existed did not record a budget): offline training pairs once per
+    iteration, plus the bootstrapped pairs of iterations 2 and 3 (no selection: every pair is kept)."""
+    lines = ["### Budget of the recommended mode: pair passes / plain DPO's 3 epochs (committed runs)", "",
+             "| source | world | seeds | ratio (mean, range) |", "|---|---|---|---|"]
+    data = {}
+    row = "likelihood-no-selection-run-carry"
+    for name, seeds in (("self-review-probes-no-selection.json", "1–5"),
+                        ("self-review-replication-seeds-6-10.json", "6–10")):
+        results = load(name)
+        for world, label in (("sorting", "A"), ("filler", "B")):
+            beta = results["beta"][f"{world}/{row}"]["beta"]
+            ratios = []
+            for r in results["runs"]:
+                if r["world"] != world or r["row"] != row or r["beta"] != beta:
+                    continue
+                generated = [d for d in r["diagnostics"] if d.get("generated_pairs")]
+                offline = generated[0]["generated_pairs"] / generated[0]["generated_share_kept"] - \
+                    generated[0]["generated_pairs"]
+                ratios.append(1 + sum(d["generated_pairs"] for d in generated) / (3 * round(offline)))
+            data[f"{label}/{seeds}"] = ratios
+            lines.append(f"| {name} | {label} | {seeds} | {sum(ratios) / len(ratios):.2f} "
+                         f"({min(ratios):.2f}–{max(ratios):.2f}) |")
+    for name in ("demo-recommended.json", "demo-recommended-other-daas.json"):
+        results = load(name)
+        for daa in results["options"]["daa"].split(","):
+            beta = results["beta"][f"sera/recommended-{daa}"]["chosen"]
+            ratios = [1 + sum(x["generated_pairs"] for x in r["selection"]) / (3 * r["selection"][0]["offline_in_pool"])
+                      for r in results["runs"] if r["method"] == "sera/recommended" and r["daa"] == daa
+                      and r["beta"] == beta and r.get("selection")]
+            data[f"demo/{daa}"] = ratios
+            lines.append(f"| {name} | demo, {daa} | 1–3 | {sum(ratios) / len(ratios):.2f} "
+                         f"({min(ratios):.2f}–{max(ratios):.2f}) |")
+    lines.append("")
+    return lines, data
+
+
 def section_demo() -> tuple[list[str], dict]:
     """The demo's tables (docs/demo.md, README) in SE, with paired differences and W/T/L."""
     lines, data = [], {}
@@ -217,6 +318,97 @@ def section_demo() -> tuple[list[str], dict]:
         lines.append(f"| {method} | {fmt(mean_se(gold.values()))} | {fmt_diff(diff)} |")
     lines.append("")
     return lines, data
+
+
+def _demo_runs(results: dict, daa: str, method: str, noise: float) -> list[dict]:
+    beta = results["beta"][f"{method}-{daa}"]["chosen"]
+    return [r for r in results["runs"] if r["daa"] == daa and r["method"] == method and r["beta"] == beta
+            and r["noise"] == noise and not r.get("budget_donor")]
+
+
+def demo_table(name: str, full: bool = False) -> list[str]:
+    """A `sera demo` results file as the docs show it: every (noise, DAA, method), mean ± SE over seeds, and
+    each method minus its DAA (3 epochs) paired by seed with wins/ties/losses."""
+    results = load(name)
+    if full:
+        header = "| noise | DAA | method | beta | seeds | gold reward | win rate vs SFT | length | exact | greedy gold | minus DAA (gold) |"
+    else:
+        header = "| DAA | method | beta | gold reward | win rate vs SFT | length | greedy gold | minus DAA (gold), W/T/L |"
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    noises = [results["options"]["noise"], *results["options"].get("noise_sweep", [])]
+    for noise in noises:
+        worlds = [w for k, w in results["worlds"].items() if k.startswith(f"noise{noise:g}-")]
+        sft = {key: mean_se([w["sft"][key]["gold"] for w in worlds]) for key in ("test", "test_greedy")}
+        sft_len = mean_se([w["sft"]["test"]["length"] for w in worlds])
+        if full:
+            lines.append(f"| {noise:g} | - | sft | - | {len(worlds)} | {fmt(sft['test'])} | 0.500 | "
+                         f"{fmt(sft_len, digits=2)} | {fmt(mean_se([w['sft']['test']['exact'] for w in worlds]))} | "
+                         f"{fmt(sft['test_greedy'])} |  |")
+        for daa in results["options"]["daa"].split(","):
+            base = {r["seed"]: r["test"]["gold"] for r in _demo_runs(results, daa, "daa", noise)}
+            for method in results["options"].get("methods", ["daa", "sera"]):
+                runs = _demo_runs(results, daa, method, noise)
+                if not runs:
+                    continue
+                gold = {r["seed"]: r["test"]["gold"] for r in runs}
+                diff = paired(gold, base) if method != "daa" else None
+                cells = [fmt(mean_se(gold.values())), fmt(mean_se([r["test"]["win_rate_vs_sft"] for r in runs])),
+                         fmt(mean_se([r["test"]["length"] for r in runs]), digits=2)]
+                greedy = fmt(mean_se([r["test_greedy"]["gold"] for r in runs]))
+                minus = "" if diff is None else (f"{fmt(diff, signed=True)} ({diff['wins']}/{diff['ties']}/"
+                                                 f"{diff['losses']})")
+                beta = f"{runs[0]['beta']:g}"
+                if full:
+                    lines.append(f"| {noise:g} | {daa} | {method} | {beta} | {len(runs)} | {cells[0]} | {cells[1]} | "
+                                 f"{cells[2]} | {fmt(mean_se([r['test']['exact'] for r in runs]))} | {greedy} | "
+                                 f"{minus} |")
+                else:
+                    lines.append(f"| {daa} | {method} | {beta} | {' | '.join(cells)} | {greedy} | {minus} |")
+    return lines + [""]
+
+
+def section_demo_tables() -> tuple[list[str], dict]:
+    lines = []
+    for name, full in (("demo-full.json", True), ("demo-baselines.json", False), ("demo-no-review.json", False),
+                       ("demo-recommended.json", False), ("demo-recommended-other-daas.json", False)):
+        lines += [f"### {name} as the docs show it (mean ± SE; minus DAA paired, W/T/L)", ""] + demo_table(name, full)
+    return lines, {}
+
+
+DEMO_TEMPERATURE_FILES = ("demo-quick-matched.json", "demo-matched-seeds-2-3.json")
+"""The demo (DPO, noise 0.3) with the equal-budget row and three temperatures: seed 1 from `sera demo --quick`
+(beta chosen there on validation: 0.2 for DPO, the recommended mode and DPO at equal budget), seeds 2 and 3 from
+`sera demo --seeds 2,3 --betas 0.2` (the full mode's protocol: seed 1's chosen betas reused)."""
+
+
+def section_demo_temperature() -> tuple[list[str], dict]:
+    files = [load(n) for n in DEMO_TEMPERATURE_FILES if (RESULTS / n).exists()]
+    if not files:
+        return [], {}
+    keys = {"test": "T = 1", "test_t0.7": "T = 0.7", "test_greedy": "greedy"}
+    gold: dict[tuple[str, str], dict[int, float]] = {}
+    passes: dict[str, list[int]] = {}
+    for results in files:
+        for r in results["runs"]:
+            if r["daa"] == "dpo" and r["beta"] == 0.2 and not r.get("budget_donor") and r["method"] != "sera":
+                for key in keys:
+                    gold.setdefault((r["method"], key), {})[r["seed"]] = r[key]["gold"]
+                passes.setdefault(r["method"], []).append((r.get("budget") or {}).get("pair_passes"))
+    names = {"daa": "DPO, 3 epochs", "daa-matched": "DPO, equal budget", "sera/recommended": "recommended"}
+    lines = ["### The demo (DPO, noise 0.3, seeds 1–3, beta 0.2): test gold at three sampling temperatures", "",
+             "| row | pair passes | " + " | ".join(keys.values()) + " |", "|---|---|---|---|---|"]
+    data = {}
+    for method, label in names.items():
+        cells = [fmt(mean_se(gold.get((method, key), {}).values())) for key in keys]
+        lines.append(f"| {label} | {fmt(mean_se(passes.get(method, [])), digits=0)} | " + " | ".join(cells) + " |")
+    lines += ["", "| recommended − | " + " | ".join(keys.values()) + " |", "|---|---|---|---|"]
+    for base in ("daa", "daa-matched"):
+        diffs = {key: paired(gold[("sera/recommended", key)], gold[(base, key)]) for key in keys}
+        data[f"demo/recommended-{base}"] = diffs
+        lines.append(f"| {names[base]} | " + " | ".join(fmt_diff(d) for d in diffs.values()) + " |")
+    diffs = {key: paired(gold[("daa-matched", key)], gold[("daa", key)]) for key in keys}
+    lines.append("| (DPO equal budget − DPO 3 epochs) | " + " | ".join(fmt_diff(d) for d in diffs.values()) + " |")
+    return lines + [""], data
 
 
 def section_files(names: list[str]) -> tuple[list[str], dict]:
@@ -266,7 +458,8 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     lines, data = ["# Numbers the docs cite, recomputed from benchmarks/results/ (mean ± SE; tie |Δ| < "
                    f"{TIE})", ""], {}
-    for section in (section_self_review, section_recommended, section_demo):
+    for section in (section_self_review, section_recommended, section_probes, section_budget, section_demo,
+                    section_demo_tables, section_demo_temperature):
         more, numbers = section()
         lines += more
         data.update(numbers)
