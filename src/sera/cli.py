@@ -402,8 +402,10 @@ def demo(
     variants: Optional[str] = typer.Option(None, "--variants", help="Extra SeRA variants to measure, comma-separated: "
                                                                     "selection-only, bootstrap-only, "
                                                                     "likelihood-labeller, offline-pool, no-ensemble, "
-                                                                    "no-review (control: both components off), recommended (--preset recommended; "
-                                                                    "the quick demo's default, \"\" for none); "
+                                                                    "no-review (control: both components off), recommended (--preset recommended), "
+                                                                    "daa-matched (the plain DAA at the recommended "
+                                                                    "run's budget, --match-budget); default "
+                                                                    "recommended,daa-matched, \"\" for none; "
                                                                     "and the baseline spa (DPO only)."),
 ) -> None:
     """Measure SeRA against its plain DAA in a synthetic world with a known gold reward (CPU, minutes)."""
