@@ -21,6 +21,8 @@ Two measurements, written stage by stage to benchmarks/results/score-hh[-quick].
    - `crossfit`: the out-of-fold margin, `sera score --crossfit 2` from the SFT model with the same training
      options: each pair scored by a fold model trained one epoch on the other half only. Also keeps the top 70%
      (`--keep-ratio 0.7`) and reports the share of flipped labels kept and dropped.
+   The AUCs get 95% bootstrap intervals (2000 resamples of the pairs), and so does the out-of-fold AUC minus
+   each other one (same resamples).
 
     python benchmarks/score_hh.py --quick     # checks the pipeline (24 pairs, short sequences)
     python benchmarks/score_hh.py             # 160 pairs, max length 160 tokens (docs/scoring.md)
@@ -164,7 +166,14 @@ def main() -> None:
         save()
         print(json.dumps({stage: {k: entry[k] for k in ("auc_low_margin_flags_flipped", "seconds_run")}}), flush=True)
 
+    present = [stage for stage in scorings if (work / f"{stage}.jsonl").exists() and stage in results["stages"]]
+    if present:
+        results["auc_bootstrap"] = bootstrap_aucs({stage: work / f"{stage}.jsonl" for stage in present}, args.seed)
+        print(json.dumps({"auc_bootstrap": results["auc_bootstrap"]}, indent=1), flush=True)
     results["seconds"]["total_this_invocation"] = time.perf_counter() - started
+    results["invocations"] = [*previous.get("invocations", [{"command": previous["command"], "seconds": previous[
+        "seconds"]["total_this_invocation"]}] if "total_this_invocation" in previous.get("seconds", {}) else []),
+        {"command": results["command"], "seconds": results["seconds"]["total_this_invocation"]}]
     save()
     print(f"results: {output}")
 
@@ -227,6 +236,34 @@ def digest(summary: dict) -> dict:
         result["keep"] = summary["keep"]
     if "crossfit" in summary:
         result["crossfit"] = {k: summary["crossfit"][k] for k in ("folds", "fold_sizes", "train_steps", "final_losses")}
+    return result
+
+
+def bootstrap_aucs(files: dict[str, Path], seed: int, resamples: int = 2000) -> dict:
+    """95% percentile intervals of each stage's AUC for the flipped labels, and of the out-of-fold AUC minus each
+    other stage's, over the same resamples of pairs (the stages score the same pairs)."""
+    from sera.audit import auc
+
+    margins, flipped = {}, None
+    for stage, path in files.items():
+        rows = sorted((json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()),
+                      key=lambda r: r["pair_id"])
+        margins[stage] = np.array([r["margin"] for r in rows])
+        flipped = np.array([bool(r["flipped"]) for r in rows])
+    rng = np.random.default_rng(seed)
+    draws = {stage: [] for stage in margins}
+    for _ in range(resamples):
+        index = rng.integers(0, len(flipped), len(flipped))
+        for stage, values in margins.items():
+            draws[stage].append(auc(-values[index], flipped[index]))
+    interval = lambda values: [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]  # noqa: E731
+    result = {"resamples": resamples, "auc_95": {stage: interval(values) for stage, values in draws.items()}}
+    if "crossfit" in draws:
+        result["crossfit_minus_95"] = {stage: interval(np.array(draws["crossfit"]) - np.array(values))
+                                       for stage, values in draws.items() if stage != "crossfit"}
+        result["crossfit_minus_share_above_0"] = {
+            stage: float(np.mean(np.array(draws["crossfit"]) - np.array(values) > 0))
+            for stage, values in draws.items() if stage != "crossfit"}
     return result
 
 
